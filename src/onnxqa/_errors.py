@@ -1,0 +1,48 @@
+"""The exceptions onnxqa raises.
+
+Every error onnxqa raises on purpose is an :class:`OnnxQAError`::
+
+    OnnxQAError
+    ├── InputError         a question, context or option the caller passed is unusable
+    ├── ModelLoadError     a model directory is missing, incomplete, corrupted or inconsistent
+    ├── ProviderError      the requested device / execution provider is not really available
+    └── ExportError        a checkpoint could not be exported
+        └── ValidationError    the exported graph disagrees with PyTorch beyond tolerance
+
+Each message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ExportError",
+    "InputError",
+    "ModelLoadError",
+    "OnnxQAError",
+    "ProviderError",
+    "ValidationError",
+]
+
+
+class OnnxQAError(Exception):
+    """Base class of every error onnxqa raises on purpose."""
+
+
+class InputError(OnnxQAError, ValueError):
+    """A question, context or option passed by the caller cannot be used."""
+
+
+class ModelLoadError(OnnxQAError):
+    """A model directory cannot be loaded: missing, truncated, tampered with or mismatched files."""
+
+
+class ProviderError(OnnxQAError):
+    """The requested device or precision cannot run here (e.g. CUDA asked for but not active)."""
+
+
+class ExportError(OnnxQAError):
+    """A checkpoint could not be exported; no output directory was left behind."""
+
+
+class ValidationError(ExportError):
+    """The exported graph's outputs differ from PyTorch's by more than the tolerance."""

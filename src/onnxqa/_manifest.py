@@ -1,0 +1,104 @@
+"""The model directory's manifest, ``onnxqa.json``: what the exporter writes, what the runtime reads.
+
+Only JSON, ONNX and tokenizer files are ever read from a model directory; nothing in it is executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ._errors import ModelLoadError
+
+__all__ = ["FORMAT_VERSION", "MANIFEST", "PRECISIONS", "read_manifest", "sha256_bytes", "sha256_file"]
+
+MANIFEST = "onnxqa.json"
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ModelLoadError(f"{MANIFEST}: missing '{where}{key}'; re-export the model")
+    value = mapping[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise ModelLoadError(f"{MANIFEST}: '{where}{key}' has the wrong type; re-export the model")
+    return value
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    """Parse and structurally check ``model_dir/onnxqa.json``."""
+    path = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"{model_dir} is not a directory; pass the OUTPUT_DIR of `onnxqa export`")
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{model_dir} has no {MANIFEST}: it is not an onnxqa model directory "
+            "(create one with `onnxqa export CHECKPOINT OUTPUT_DIR`)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc}); re-export the model") from exc
+    fmt = _require(manifest, "format", int, "")
+    if fmt != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{path} has format {fmt}, this onnxqa reads format {FORMAT_VERSION}; re-export the model"
+        )
+    arch = _require(manifest, "architecture", dict, "")
+    for key in ("num_layers", "num_heads", "hidden_size", "max_positions"):
+        _require(arch, key, int, "architecture.")
+    _require(arch, "model_type", str, "architecture.")
+    tok = _require(manifest, "tokenizer", dict, "")
+    _require(tok, "file", str, "tokenizer.")
+    _require(tok, "sha256", str, "tokenizer.")
+    _require(tok, "model_max_length", int, "tokenizer.")
+    _require(tok, "pad_token_id", int, "tokenizer.")
+    variants = _require(manifest, "variants", dict, "")
+    if not variants:
+        raise ModelLoadError(f"{path} lists no model variants; re-export the model")
+    for name, variant in variants.items():
+        if name not in PRECISIONS:
+            raise ModelLoadError(f"{path}: unknown precision {name!r}; re-export the model")
+        _require(variant, "file", str, f"variants.{name}.")
+        _require(variant, "sha256", str, f"variants.{name}.")
+    return manifest
+
+
+def safe_member(model_dir: Path, name: str) -> Path:
+    """``model_dir / name``, refusing names that leave the directory."""
+    candidate = Path(name)
+    if candidate.is_absolute() or ".." in candidate.parts or len(candidate.parts) != 1:
+        raise ModelLoadError(f"{MANIFEST} names {name!r}, which is not a plain file name in {model_dir}")
+    return model_dir / candidate
+
+
+def read_verified(model_dir: Path, name: str, sha256: str) -> bytes:
+    """The bytes of a file of the model directory, checked against the manifest's hash."""
+    path = safe_member(model_dir, name)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} is missing; the model directory is incomplete, re-export it") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if sha256_bytes(data) != sha256:
+        raise ModelLoadError(
+            f"{path} does not match the hash in {MANIFEST} (truncated, corrupted or replaced); "
+            "re-export the model"
+        )
+    return data

@@ -1,0 +1,115 @@
+"""``onnxqa bench``: single-question latency and batch throughput of a model directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._errors import InputError
+
+__all__ = ["latency_ms", "machine_facts", "run_bench", "throughput"]
+
+
+def machine_facts() -> dict[str, Any]:
+    """CPU model, core counts, Python and onnxruntime versions."""
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "avx512_vnni": "avx512_vnni" in flags,
+        "avx2": "avx2" in flags,
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+    }
+
+
+def latency_ms(answer_one: Any, pairs: list[tuple[str, str]], warmup: int = 5) -> dict[str, float]:
+    """p50 / p90 / p99 / mean milliseconds of ``answer_one(question, context)`` over ``pairs``."""
+    for q, c in pairs[:warmup]:
+        answer_one(q, c)
+    times = []
+    for q, c in pairs:
+        t0 = time.perf_counter()
+        answer_one(q, c)
+        times.append((time.perf_counter() - t0) * 1000)
+    a = np.asarray(times)
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+
+
+def throughput(answer_all: Any, pairs: list[tuple[str, str]]) -> float:
+    """Questions per second of ``answer_all(pairs)`` (after one small warm-up call)."""
+    answer_all(pairs[:8])
+    t0 = time.perf_counter()
+    answer_all(pairs)
+    return len(pairs) / (time.perf_counter() - t0)
+
+
+def _pairs(data: str | None, n: int) -> list[tuple[str, str]]:
+    if data:
+        from .squad import load_squad
+
+        _, questions = load_squad(data)
+        pairs = [(q.question, q.context) for q in questions[:n]]
+    else:
+        text = resources.files("onnxqa.export").joinpath("validation_pairs.json").read_text(encoding="utf-8")
+        base = [(p["question"], p["context"]) for p in json.loads(text)]
+        pairs = [base[i % len(base)] for i in range(n)]
+    if not pairs:
+        raise InputError("no questions to benchmark")
+    return pairs
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from .runtime import load
+    from .runtime._answerer import _SUITED
+    from .runtime._session import resolve_device
+
+    if args.questions < 1:
+        raise InputError(f"--questions must be >= 1, got {args.questions}")
+    pairs = _pairs(args.data, args.questions)
+    device = resolve_device(args.device)
+    probe = load(args.model_dir, device=device, precision="fp32" if args.precision == "all" else args.precision)
+    if args.precision == "all":
+        precisions = [p for p in _SUITED[device] if p in probe.manifest["variants"]]
+    else:
+        precisions = [probe.precision]
+    runs = []
+    for precision in precisions:
+        qa = load(args.model_dir, device=device, precision=precision, threads=args.threads)
+        runs.append({
+            "precision": precision,
+            "device": qa.device,
+            "batch_size": args.batch_size,
+            "questions": len(pairs),
+            "latency_ms": latency_ms(qa, pairs),
+            "questions_per_s": throughput(lambda ps, qa=qa: qa.batch(ps, batch_size=args.batch_size), pairs),
+        })
+    result = {"model_dir": str(args.model_dir), "data": args.data or "built-in pairs",
+              "machine": machine_facts(), "runs": runs}
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result

@@ -1,0 +1,153 @@
+"""The ``onnxqa`` command: export, ask, eval, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._errors import InputError, OnnxQAError
+
+__all__ = ["main"]
+
+
+def _precisions(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportConfig, export
+
+    config = ExportConfig(precisions=_precisions(args.precision), force=args.force, atol=args.atol,
+                          opset=args.opset, progress=not args.quiet)
+    manifest = export(args.source, args.output_dir, config)
+    variants = ", ".join(f"{k} ({v['file']})" for k, v in manifest["variants"].items())
+    print(f"exported {args.source} to {args.output_dir}: {variants}")
+    return 0
+
+
+def _load(args: argparse.Namespace, **options: object):  # noqa: ANN202
+    import onnxqa
+
+    return onnxqa.load(args.model_dir, device=args.device, precision=args.precision, threads=args.threads, **options)
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    if args.context_file is not None:
+        try:
+            context = Path(args.context_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read context file {args.context_file}: {exc}") from exc
+    else:
+        context = args.context
+    qa = _load(args)
+    answers = qa(args.question, context, top_k=args.top_k, handle_impossible_answer=args.handle_impossible_answer)
+    if args.json:
+        print(json.dumps([a.to_dict() for a in answers], ensure_ascii=False, indent=2))
+    else:
+        for a in answers:
+            shown = a.text if not a.is_impossible else "(no answer)"
+            print(f"{a.score:.4f}  [{a.start}:{a.end}]  {shown}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import run_eval
+
+    result = run_eval(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result["scores"].items():
+            print(f"{key:>20}: {value:.4f}" if isinstance(value, float) else f"{key:>20}: {value}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    result = run_bench(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['machine']['cpu']} | onnxruntime {result['machine']['onnxruntime']}")
+        for r in result["runs"]:
+            print(f"{r['precision']:>5} on {r['device']}: latency p50 {r['latency_ms']['p50']:.2f} ms, "
+                  f"p90 {r['latency_ms']['p90']:.2f} ms, p99 {r['latency_ms']['p99']:.2f} ms; "
+                  f"throughput {r['questions_per_s']:.1f} questions/s (batch {r['batch_size']})")
+    return 0
+
+
+def _runtime_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.add_argument("--precision", default=precision, help=f"auto, fp32, int8 or fp16 (default: {precision})")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onnxqa", description="Fast extractive question answering with ONNX Runtime.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export a Hugging Face QA checkpoint to an onnxqa model directory")
+    p.add_argument("source", help="hub id (e.g. deepset/tinyroberta-squad2) or local checkpoint directory")
+    p.add_argument("output_dir")
+    p.add_argument("--precision", default="fp32,int8", help="comma-separated subset of fp32,int8,fp16 (default: fp32,int8)")
+    p.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it exists")
+    p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| logit difference (default: 1e-4)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("ask", help="answer one question")
+    p.add_argument("model_dir")
+    p.add_argument("-q", "--question", required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("-c", "--context")
+    g.add_argument("--context-file")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty (no answer) answer")
+    p.add_argument("--json", action="store_true")
+    _runtime_flags(p)
+    p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("eval", help="EM/F1 on a SQuAD v1.1 or v2.0 file (official metric)")
+    p.add_argument("paths", nargs="+", metavar="[MODEL_DIR] DATA.json",
+                   help="a model directory and a SQuAD file, or only the SQuAD file with --score")
+    p.add_argument("--score", metavar="PREDICTIONS.json", help="score this predictions file instead of running a model")
+    p.add_argument("--na-prob", metavar="NA_PROBS.json", help="with --score: no-answer probabilities (v2.0)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    p.add_argument("--predictions", metavar="OUT.json", help="write predictions in the official format")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _runtime_flags(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("bench", help="latency and throughput of a model directory")
+    p.add_argument("model_dir")
+    p.add_argument("--data", help="SQuAD file to draw questions from (default: built-in pairs)")
+    p.add_argument("-n", "--questions", type=int, default=200, help="questions per measurement (default: 200)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--output", metavar="OUT.json", help="also write the JSON result here")
+    _runtime_flags(p, precision="all")
+    p.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except OnnxQAError as exc:
+        print(f"onnxqa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"onnxqa {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Turn start/end logits into answer spans, as the transformers v4 question-answering pipeline does.
+
+Per window: softmax over the window with non-candidate tokens masked to -10000, null score
+``p_start[0] * p_end[0]``, CLS zeroed, span score ``p_start[i] * p_end[j]`` for
+``i <= j < i + max_answer_len``, top ``k`` spans (``2 * top_k + 10`` when aligning to words).
+Across windows: spans mapped to characters (aligned to whole words), equal answers (compared
+case-insensitively) merged by adding their scores, the lowest null score of all windows added when
+impossible answers are allowed, then the ``top_k`` best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Encoding
+
+from ._answer import Answer
+
+__all__ = ["WindowSpans", "best_spans", "merge_answers", "spans_to_chars"]
+
+_MASKED = np.float32(-10000.0)
+
+
+@dataclass(frozen=True)
+class WindowSpans:
+    """The best token spans of one window, best first, and the window's null score."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    scores: np.ndarray  # float32
+    null_score: float
+
+
+def _softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    x = np.where(allowed, logits.astype(np.float32, copy=False), _MASKED)
+    x = np.exp(x - x.max())
+    return x / x.sum()
+
+
+def best_spans(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    allowed: np.ndarray,
+    *,
+    k: int,
+    max_answer_len: int,
+) -> WindowSpans:
+    """The ``k`` best spans ``(i, j)`` of one window, both ends on allowed tokens.
+
+    ``start_logits``, ``end_logits`` and ``allowed`` are 1-D arrays over the window's tokens.
+    """
+    p_start = _softmax(start_logits, allowed)
+    p_end = _softmax(end_logits, allowed)
+    null_score = float(p_start[0] * p_end[0])
+    p_start[0] = p_end[0] = 0.0
+
+    n = p_start.shape[0]
+    width = min(max_answer_len, n)
+    # band[i, d] = p_start[i] * p_end[i + d]: every span of at most max_answer_len tokens
+    ends = np.arange(n)[:, None] + np.arange(width)[None, :]
+    valid = ends < n
+    ends = np.minimum(ends, n - 1)
+    valid &= allowed[:, None] & allowed[ends]
+    band = np.where(valid, p_start[:, None] * p_end[ends], np.float32(-1.0))
+
+    flat = band.ravel()
+    n_valid = int(valid.sum())
+    k = min(k, n_valid)
+    if k == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return WindowSpans(empty, empty, np.zeros(0, dtype=np.float32), null_score)
+    if k == 1:
+        order = np.array([int(np.argmax(flat))])
+    else:
+        top = np.argpartition(-flat, k - 1)[:k]
+        order = top[np.argsort(-flat[top], kind="stable")]
+    starts, offsets = np.unravel_index(order, band.shape)
+    return WindowSpans(starts, starts + offsets, flat[order], null_score)
+
+
+def spans_to_chars(
+    encoding: Encoding, starts: Iterable[int], ends: Iterable[int], *, align_to_words: bool
+) -> list[tuple[int, int]]:
+    """Character ``(start, end)`` in the context for each token span of a window.
+
+    With ``align_to_words`` the span grows to the whole words its first and last tokens belong to,
+    falling back to the tokens' own offsets where a token has no word.
+    """
+    out = []
+    offsets = encoding.offsets
+    for s, e in zip(starts, ends):
+        s, e = int(s), int(e)
+        chars = None
+        if align_to_words:
+            start_word, end_word = encoding.token_to_word(s), encoding.token_to_word(e)
+            if start_word is not None and end_word is not None:
+                first = encoding.word_to_chars(start_word, sequence_index=1)
+                last = encoding.word_to_chars(end_word, sequence_index=1)
+                if first is not None and last is not None:
+                    chars = (first[0], last[1])
+        out.append(chars if chars is not None else (offsets[s][0], offsets[e][1]))
+    return out
+
+
+def merge_answers(
+    context: str,
+    candidates: Iterable[tuple[int, int, float]],
+    *,
+    null_score: float | None,
+    top_k: int,
+) -> list[Answer]:
+    """Merge character spans (in window order) into the ``top_k`` best answers.
+
+    Spans whose text is equal ignoring case are one answer: the first one's offsets, the sum of
+    their scores. ``null_score`` (``None`` when impossible answers are not allowed) adds the empty
+    answer.
+    """
+    merged: list[list] = []  # [start, end, score]
+    index: dict[str, int] = {}
+    for start, end, score in candidates:
+        key = context[start:end].lower()
+        at = index.get(key)
+        if at is None:
+            index[key] = len(merged)
+            merged.append([start, end, float(score)])
+        else:
+            merged[at][2] += float(score)
+    if null_score is not None:
+        merged.append([0, 0, null_score])
+    merged.sort(key=lambda m: m[2], reverse=True)
+    return [Answer(text=context[s:e], score=score, start=s, end=e) for s, e, score in merged[:top_k]]

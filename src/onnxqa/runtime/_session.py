@@ -1,0 +1,95 @@
+"""ONNX Runtime session creation: providers checked, never a silent fallback from CUDA to CPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .._errors import ModelLoadError, ProviderError
+
+__all__ = ["DEVICES", "Engine", "cuda_available", "resolve_device"]
+
+DEVICES = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def cuda_available() -> bool:
+    """Whether this onnxruntime build offers the CUDA execution provider."""
+    return _CUDA in ort.get_available_providers()
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when the CUDA provider is offered, else ``"cpu"``."""
+    if device not in DEVICES:
+        raise ProviderError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if device == "cuda" and not cuda_available():
+        raise ProviderError(
+            "device='cuda' but this onnxruntime offers no CUDAExecutionProvider "
+            f"(available: {', '.join(ort.get_available_providers())}); install the GPU build "
+            "(see the README's GPU section) or use device='cpu'"
+        )
+    return device
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The few session settings a caller may choose."""
+
+    threads: int | None = None  # intra-op threads; None: onnxruntime's default (physical cores)
+    arena: bool = True  # onnxruntime's CPU memory arena
+
+
+class Engine:
+    """One inference session over a QA graph: feeds exactly the inputs the graph declares."""
+
+    def __init__(self, model: bytes, device: str, settings: SessionSettings) -> None:
+        opts = ort.SessionOptions()
+        if settings.threads is not None:
+            opts.intra_op_num_threads = settings.threads
+        opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = settings.arena
+        # shapes change with every batch: memory patterns would only be recomputed each time
+        opts.enable_mem_pattern = False
+        opts.log_severity_level = 3
+        providers = [_CUDA, _CPU] if device == "cuda" else [_CPU]
+        try:
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"onnxruntime cannot load the model: {exc}") from exc
+        active = self.session.get_providers()
+        if device == "cuda" and (not active or active[0] != _CUDA):
+            raise ProviderError(
+                f"CUDA was asked for but the session runs on {active}: the CUDA provider failed "
+                "to initialise (check the CUDA / cuDNN libraries onnxruntime-gpu needs)"
+            )
+        self.device = device
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        missing = {"input_ids", "attention_mask"} - set(self.input_names)
+        unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
+        if missing or unknown or not {"start_logits", "end_logits"} <= set(outputs):
+            raise ModelLoadError(
+                f"the graph is not a QA graph (inputs {self.input_names}, outputs {outputs}); "
+                "export it with `onnxqa export`"
+            )
+
+    def run(
+        self, input_ids: np.ndarray, type_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end logits, float32, shaped like ``input_ids``."""
+        available = {"input_ids": input_ids, "token_type_ids": type_ids, "attention_mask": attention_mask}
+        feed = {name: available[name] for name in self.input_names}
+        start, end = self.session.run(["start_logits", "end_logits"], feed)
+        return np.asarray(start, dtype=np.float32), np.asarray(end, dtype=np.float32)
+
+
+def default_threads() -> int | None:
+    """Threads from ``ONNXQA_THREADS`` when set, else onnxruntime's default."""
+    value = os.environ.get("ONNXQA_THREADS")
+    return int(value) if value else None

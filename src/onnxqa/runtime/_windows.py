@@ -1,0 +1,135 @@
+"""Tokenize question/context pairs and cut long contexts into overlapping windows.
+
+Reproduces the tokenization of the transformers v4 question-answering pipeline (fast tokenizer,
+question first, ``truncation="only_second"``, ``stride=doc_stride``, no padding) with the
+``tokenizers`` library alone.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from .._errors import InputError
+
+__all__ = ["Window", "Windower", "check_text"]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: a question and a slice of its context."""
+
+    pair: int  # index of the question/context pair in the request
+    input_ids: np.ndarray  # int64, (n,)
+    type_ids: np.ndarray  # int64, (n,)
+    allowed: np.ndarray  # bool, (n,): tokens that may start or end an answer (context tokens, CLS)
+    encoding: Encoding  # for token -> character offsets
+
+
+def check_text(name: str, value: object) -> str:
+    """Return ``value`` as text the tokenizer accepts, or raise :class:`InputError`.
+
+    Lone surrogates (which cannot be encoded as UTF-8) are replaced by U+FFFD one for one, so
+    character offsets still point into the caller's original string.
+    """
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise InputError(f"{name} is empty or whitespace only; pass some text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = _SURROGATES.sub("\ufffd", value)
+    return value
+
+
+class Windower:
+    """Turns question/context pairs into :class:`Window` objects. Safe to share between threads."""
+
+    def __init__(self, tokenizer_json: str, cls_token_id: int | None) -> None:
+        try:
+            self._plain = Tokenizer.from_str(tokenizer_json)
+        except Exception as exc:  # the tokenizers library raises plain Exception
+            raise InputError(f"tokenizer.json cannot be parsed: {exc}") from exc
+        self._json = tokenizer_json
+        self._plain.no_truncation()
+        self._plain.no_padding()
+        self._cls = cls_token_id
+        self._n_special = self._plain.num_special_tokens_to_add(is_pair=True)
+        self._by_shape: dict[tuple[int, int], Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._plain.get_vocab_size(with_added_tokens=True))
+
+    def _windowing(self, max_seq_len: int, doc_stride: int) -> Tokenizer:
+        key = (max_seq_len, doc_stride)
+        with self._lock:
+            tok = self._by_shape.get(key)
+            if tok is None:
+                tok = Tokenizer.from_str(self._json)
+                tok.no_padding()
+                tok.enable_truncation(
+                    max_seq_len, stride=doc_stride, strategy="only_second", direction="right"
+                )
+                self._by_shape[key] = tok
+            return tok
+
+    def windows(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        max_seq_len: int,
+        doc_stride: int,
+        max_question_len: int,
+        first_pair: int = 0,
+    ) -> list[Window]:
+        """All windows of ``pairs``, in pair order then window order.
+
+        Questions longer than ``max_question_len`` tokens are cut to that length.
+        """
+        questions = [q for q, _ in pairs]
+        encoded_questions = self._plain.encode_batch(questions, add_special_tokens=False)
+        prepared: list[tuple[str, str]] = []
+        for (question, context), enc in zip(pairs, encoded_questions):
+            n_question = len(enc.ids)
+            if n_question > max_question_len:
+                question = question[: enc.offsets[max_question_len - 1][1]]
+                n_question = max_question_len
+            room = max_seq_len - self._n_special - n_question
+            if room <= doc_stride:
+                raise InputError(
+                    f"the question takes {n_question} tokens, leaving {max(room, 0)} of max_seq_len="
+                    f"{max_seq_len} for the context, not more than doc_stride={doc_stride}: "
+                    "shorten the question, lower max_question_len or doc_stride, or raise max_seq_len"
+                )
+            prepared.append((question, context))
+
+        tok = self._windowing(max_seq_len, doc_stride)
+        out: list[Window] = []
+        for i, enc in enumerate(tok.encode_batch(prepared)):
+            for window in [enc, *enc.overflowing]:
+                ids = np.asarray(window.ids, dtype=np.int64)
+                allowed = np.fromiter(
+                    (s == 1 for s in window.sequence_ids), dtype=bool, count=len(ids)
+                )
+                if self._cls is not None:
+                    allowed |= ids == self._cls
+                out.append(
+                    Window(
+                        pair=first_pair + i,
+                        input_ids=ids,
+                        type_ids=np.asarray(window.type_ids, dtype=np.int64),
+                        allowed=allowed,
+                        encoding=window,
+                    )
+                )
+        return out
