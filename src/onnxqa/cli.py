@@ -76,7 +76,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for r in result["runs"]:
             print(f"{r['precision']:>5} on {r['device']}: latency p50 {r['latency_ms']['p50']:.2f} ms, "
                   f"p90 {r['latency_ms']['p90']:.2f} ms, p99 {r['latency_ms']['p99']:.2f} ms; "
-                  f"throughput {r['questions_per_s']:.1f} questions/s (batch {r['batch_size']})")
+                  f"throughput {r['questions_per_s']:.1f} questions/s (batch {r['batch_size'] or 'default'})")
     return 0
 
 
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--na-prob", metavar="NA_PROBS.json", help="with --score: no-answer probabilities (v2.0)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--predictions", metavar="OUT.json", help="write predictions in the official format")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="windows per inference call (default: 4 on CPU, 64 on CUDA)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _runtime_flags(p)
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     p.add_argument("--data", help="SQuAD file to draw questions from (default: built-in pairs)")
     p.add_argument("-n", "--questions", type=int, default=200, help="questions per measurement (default: 200)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="windows per inference call (default: 4 on CPU, 64 on CUDA)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--output", metavar="OUT.json", help="also write the JSON result here")
     _runtime_flags(p, precision="all")

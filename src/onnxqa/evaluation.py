@@ -15,13 +15,13 @@ from .squad import evaluate, load_squad, restrict, squad_version
 __all__ = ["predict", "run_eval"]
 
 
-def predict(qa: Any, questions: list[Any], *, v2: bool, batch_size: int = 32,
+def predict(qa: Any, questions: list[Any], *, v2: bool, batch_size: int | None = None,
             progress: bool = True) -> tuple[dict[str, str], dict[str, float]]:
     """Official-format predictions (id -> text) and no-answer probabilities (id -> null score)."""
     preds: dict[str, str] = {}
     na_probs: dict[str, float] = {}
     bar = Bar(len(questions), "answering", enabled=progress)
-    step = max(batch_size * 8, 64)
+    step = 256
     for first in range(0, len(questions), step):
         part = questions[first : first + step]
         out = qa.batch_with_null([(q.question, q.context) for q in part], handle_impossible_answer=v2,

@@ -9,6 +9,8 @@ from .._errors import InputError
 
 __all__ = ["Answer", "QAOptions"]
 
+DEFAULT_BATCH = {"cpu": 4, "cuda": 64}
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -39,7 +41,9 @@ class QAOptions:
     """Decoding and windowing options, with the transformers v4 pipeline's defaults and meaning.
 
     ``max_seq_len`` and ``doc_stride`` left as ``None`` resolve like the pipeline's:
-    ``min(tokenizer.model_max_length, 384)`` and ``min(max_seq_len // 2, 128)``.
+    ``min(tokenizer.model_max_length, 384)`` and ``min(max_seq_len // 2, 128)``. ``batch_size``
+    (windows per inference call) left as ``None`` resolves per device: 4 on CPU, where larger
+    batches only add padding and cache misses, 64 on CUDA.
     """
 
     top_k: int = 1
@@ -49,7 +53,7 @@ class QAOptions:
     max_question_len: int = 64
     handle_impossible_answer: bool = False
     align_to_words: bool = True
-    batch_size: int = 32
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -58,7 +62,7 @@ class QAOptions:
                 if not isinstance(value, bool):
                     raise InputError(f"{f.name} must be True or False, got {value!r}")
                 continue
-            if value is None and f.name in ("max_seq_len", "doc_stride"):
+            if value is None and f.name in ("max_seq_len", "doc_stride", "batch_size"):
                 continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise InputError(f"{f.name} must be an integer, got {value!r}")
@@ -82,8 +86,8 @@ class QAOptions:
             raise InputError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return replace(self, **changes) if changes else self
 
-    def resolved(self, model_max_length: int, max_positions: int) -> QAOptions:
-        """Fill in ``max_seq_len`` / ``doc_stride`` and check them against the model."""
+    def resolved(self, model_max_length: int, max_positions: int, device: str = "cpu") -> QAOptions:
+        """Fill in ``max_seq_len`` / ``doc_stride`` / ``batch_size`` and check them against the model."""
         max_seq_len = self.max_seq_len if self.max_seq_len is not None else min(model_max_length, 384)
         if max_seq_len > max_positions:
             raise InputError(
@@ -91,4 +95,7 @@ class QAOptions:
                 f"use max_seq_len <= {max_positions}"
             )
         doc_stride = self.doc_stride if self.doc_stride is not None else min(max_seq_len // 2, 128)
-        return replace(self, max_seq_len=max_seq_len, doc_stride=doc_stride)
+        if doc_stride >= max_seq_len:
+            raise InputError(f"doc_stride ({doc_stride}) must be smaller than max_seq_len ({max_seq_len})")
+        batch_size = self.batch_size if self.batch_size is not None else DEFAULT_BATCH[device]
+        return replace(self, max_seq_len=max_seq_len, doc_stride=doc_stride, batch_size=batch_size)

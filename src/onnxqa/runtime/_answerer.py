@@ -75,7 +75,7 @@ class QuestionAnswerer:
         self._model_max_length = int(tok["model_max_length"])
         self._pad_id = int(tok["pad_token_id"])
         self.options = QAOptions(**options)
-        self.options.resolved(self._model_max_length, self._max_positions)  # fail early
+        self.options.resolved(self._model_max_length, self._max_positions, self.device)  # fail early
 
         tokenizer_bytes = read_verified(self.model_dir, tok["file"], tok["sha256"])
         try:
@@ -122,7 +122,7 @@ class QuestionAnswerer:
         ``handle_impossible_answer=True`` ranks against the spans, and what SQuAD 2.0 evaluation
         uses as the no-answer probability.
         """
-        opts = self.options.updated(**options).resolved(self._model_max_length, self._max_positions)
+        opts = self.options.updated(**options).resolved(self._model_max_length, self._max_positions, self.device)
         checked = []
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
@@ -130,7 +130,7 @@ class QuestionAnswerer:
             checked.append((check_text("question", pair[0]), check_text("context", pair[1])))
         originals = [c for _, c in checked]
         results: list[tuple[list[Answer], float]] = []
-        chunk = max(8 * opts.batch_size, 64)
+        chunk = max(8 * opts.batch_size, 256)  # type: ignore[operator]
         for first in range(0, len(checked), chunk):
             part = checked[first : first + chunk]
             windows = self._windower.windows(
@@ -148,8 +148,9 @@ class QuestionAnswerer:
         k = opts.top_k * 2 + 10 if opts.align_to_words else opts.top_k
         decoded: list[tuple[list[tuple[int, int]], np.ndarray, float]] = [None] * len(windows)  # type: ignore[list-item]
         order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.shape[0])
-        for b in range(0, len(order), opts.batch_size):
-            rows = order[b : b + opts.batch_size]
+        size: int = opts.batch_size  # type: ignore[assignment]
+        for b in range(0, len(order), size):
+            rows = order[b : b + size]
             start, end = self._run([windows[i] for i in rows])
             for r, i in enumerate(rows):
                 w = windows[i]

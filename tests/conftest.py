@@ -1,0 +1,98 @@
+"""Shared fixtures: seed checkpoints with random weights, exported once per test session.
+
+Everything real comes from ``../shared`` beside the repository (seed configs and tokenizers, the
+trained reference model, SQuAD dev sets); tests that need it skip when it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SEEDS = (
+    "tinybert-6l-768d-squad2",
+    "tinyroberta-squad2",
+    "distilbert-base-cased-distilled-squad",
+    "minilm-uncased-squad2",
+    "bert-tiny-finetuned-squadv2",
+)
+REFERENCE = "minilm-l6-squad-ref"
+SKIP_REASON = f"{SHARED} not found: the seed configs, reference model and SQuAD data live in ../shared beside the repo"
+
+
+def shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(SKIP_REASON if not SHARED.exists() else f"{path} not found")
+    return path
+
+
+def make_checkpoint(seed_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A checkpoint with the seed's exact config and tokenizer and seeded random weights.
+
+    The QA head is re-drawn with standard deviation 1.0 so that the best spans are well separated
+    (with the default initialisation span scores are near-ties that float noise can reorder).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    config = AutoConfig.from_pretrained(seed_dir)
+    torch.manual_seed(seed)
+    model = AutoModelForQuestionAnswering.from_config(config)
+    with torch.no_grad():
+        model.qa_outputs.weight.normal_(0.0, 1.0)
+    model.save_pretrained(out)
+    for f in seed_dir.iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, out / f.name)
+    return out
+
+
+class _Store:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.checkpoints: dict[str, Path] = {}
+        self.exports: dict[str, Path] = {}
+
+    def checkpoint(self, name: str) -> Path:
+        if name not in self.checkpoints:
+            if name == REFERENCE:
+                self.checkpoints[name] = shared_path("models", REFERENCE)
+            else:
+                self.checkpoints[name] = make_checkpoint(shared_path("seeds", name), self.base / "ckpt" / name)
+        return self.checkpoints[name]
+
+    def exported(self, name: str) -> Path:
+        if name not in self.exports:
+            from onnxqa.export import ExportConfig, export
+
+            out = self.base / "onnx" / name
+            export(str(self.checkpoint(name)), out, ExportConfig(precisions=("fp32", "int8"), progress=False))
+            self.exports[name] = out
+        return self.exports[name]
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
+    return _Store(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def tiny(store: _Store) -> Path:
+    """The smallest seed (2 layers, hidden 128), exported: for fast runtime tests."""
+    return store.exported("bert-tiny-finetuned-squadv2")
+
+
+@pytest.fixture(scope="session")
+def squad_v2() -> list[dict]:
+    """Questions of the SQuAD 2.0 dev set as dicts (id, question, context, answers)."""
+    data = json.loads(shared_path("data", "squad", "dev-v2.0.json").read_text(encoding="utf-8"))
+    return [
+        {"id": qa["id"], "question": qa["question"], "context": p["context"], "answers": qa["answers"]}
+        for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]
+    ]
