@@ -7,7 +7,6 @@ trained reference model, SQuAD dev sets); tests that need it skip when it is abs
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -33,24 +32,10 @@ def shared_path(*parts: str) -> Path:
 
 
 def make_checkpoint(seed_dir: Path, out: Path, seed: int = 0) -> Path:
-    """A checkpoint with the seed's exact config and tokenizer and seeded random weights.
+    """The seed's exact config and tokenizer with seeded random weights (QA head std 1.0)."""
+    from onnxqa.export import random_checkpoint
 
-    The QA head is re-drawn with standard deviation 1.0 so that the best spans are well separated
-    (with the default initialisation span scores are near-ties that float noise can reorder).
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForQuestionAnswering
-
-    config = AutoConfig.from_pretrained(seed_dir)
-    torch.manual_seed(seed)
-    model = AutoModelForQuestionAnswering.from_config(config)
-    with torch.no_grad():
-        model.qa_outputs.weight.normal_(0.0, 1.0)
-    model.save_pretrained(out)
-    for f in seed_dir.iterdir():
-        if f.name != "config.json":
-            shutil.copy(f, out / f.name)
-    return out
+    return random_checkpoint(seed_dir, out, seed=seed)
 
 
 class _Store:

@@ -45,6 +45,7 @@ def compare(ours: list, theirs: dict | list, atol: float = 1e-4) -> str | None:
     if a != b:
         return f"spans differ: onnxqa {a} vs pipeline {b}"
     for x, y in zip(ours, theirs):
-        if abs(x.score - y["score"]) > atol:
+        # documented difference: the pipeline's sum over windows can pass 1, onnxqa caps it there
+        if abs(x.score - min(y["score"], 1.0)) > atol:
             return f"score {x.score} vs pipeline {y['score']} for {x.text!r}"
     return None

@@ -61,3 +61,9 @@ def test_merge_adds_scores_of_equal_texts_case_insensitively():
     assert [(a.text, a.start) for a in answers] == [("Paris", 0), ("France", 12), ("", 0)]
     assert answers[0].score == pytest.approx(0.55)
     assert answers[2].is_impossible
+
+
+def test_scores_summed_over_windows_are_capped_but_ranked_by_sum():
+    context = "Ada Ada Bob"
+    answers = merge_answers(context, [(0, 3, 0.7), (8, 11, 0.9), (4, 7, 0.6)], null_score=None, top_k=2)
+    assert [(a.text, a.score) for a in answers] == [("Ada", 1.0), ("Bob", 0.9)]

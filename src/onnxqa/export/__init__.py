@@ -1,5 +1,6 @@
 """Export Hugging Face QA checkpoints to optimized ONNX (needs the ``export`` extra)."""
 
 from ._exporter import ExportConfig, export
+from ._random import random_checkpoint
 
-__all__ = ["ExportConfig", "export"]
+__all__ = ["ExportConfig", "export", "random_checkpoint"]

@@ -9,7 +9,7 @@ from .._errors import InputError
 
 __all__ = ["Answer", "QAOptions"]
 
-DEFAULT_BATCH = {"cpu": 4, "cuda": 64}
+DEFAULT_BATCH = {"cpu": 1, "cuda": 64}
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,9 @@ class QAOptions:
 
     ``max_seq_len`` and ``doc_stride`` left as ``None`` resolve like the pipeline's:
     ``min(tokenizer.model_max_length, 384)`` and ``min(max_seq_len // 2, 128)``. ``batch_size``
-    (windows per inference call) left as ``None`` resolves per device: 4 on CPU, where larger
-    batches only add padding and cache misses, 64 on CUDA.
+    (windows per inference call) left as ``None`` resolves per device: 64 on CUDA; 1 on CPU, where
+    larger batches only add padding and cache misses and, with the int8 variant (whose activation
+    scales are computed per call), make a window's scores depend on its batch neighbours.
     """
 
     top_k: int = 1

@@ -123,12 +123,12 @@ class QuestionAnswerer:
         uses as the no-answer probability.
         """
         opts = self.options.updated(**options).resolved(self._model_max_length, self._max_positions, self.device)
-        checked = []
+        checked, originals = [], []  # what the tokenizer reads; the caller's own contexts
         for i, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise InputError(f"pair {i} must be a (question, context) tuple, got {type(pair).__name__}")
             checked.append((check_text("question", pair[0]), check_text("context", pair[1])))
-        originals = [c for _, c in checked]
+            originals.append(pair[1])
         results: list[tuple[list[Answer], float]] = []
         chunk = max(8 * opts.batch_size, 256)  # type: ignore[operator]
         for first in range(0, len(checked), chunk):

@@ -114,7 +114,7 @@ def merge_answers(
     """Merge character spans (in window order) into the ``top_k`` best answers.
 
     Spans whose text is equal ignoring case are one answer: the first one's offsets, the sum of
-    their scores. ``null_score`` (``None`` when impossible answers are not allowed) adds the empty
+    their scores (capped at 1.0 once ranked). ``null_score`` (``None`` when impossible answers are not allowed) adds the empty
     answer.
     """
     merged: list[list] = []  # [start, end, score]
@@ -130,4 +130,5 @@ def merge_answers(
     if null_score is not None:
         merged.append([0, 0, null_score])
     merged.sort(key=lambda m: m[2], reverse=True)
-    return [Answer(text=context[s:e], score=score, start=s, end=e) for s, e, score in merged[:top_k]]
+    # a text found in several overlapping windows can sum past 1: rank by the sum, report at most 1
+    return [Answer(text=context[s:e], score=min(score, 1.0), start=s, end=e) for s, e, score in merged[:top_k]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -45,10 +46,46 @@ class SessionSettings:
     arena: bool = True  # onnxruntime's CPU memory arena
 
 
+_LOCATION = b"\n\x08location\x12"  # protobuf: key "location" of an external-data entry, then its value
+
+
+def external_data_locations(model: bytes) -> list[str]:
+    """The external-data file names an ONNX model refers to (scanned without parsing the graph)."""
+    found = []
+    at = model.find(_LOCATION)
+    while at >= 0:
+        i, length, shift = at + len(_LOCATION), 0, 0
+        while i < len(model):  # varint length of the value
+            byte = model[i]
+            length |= (byte & 0x7F) << shift
+            i, shift = i + 1, shift + 7
+            if byte < 0x80:
+                break
+        found.append(model[i : i + length].decode("utf-8", errors="replace"))
+        at = model.find(_LOCATION, i)
+    return found
+
+
+def check_no_external_data(model: bytes) -> None:
+    """Refuse graphs whose weights live in other files, above all files outside the model directory."""
+    for location in external_data_locations(model):
+        path = Path(location)
+        if path.is_absolute() or ".." in path.parts:
+            raise ModelLoadError(
+                f"the ONNX graph refers to external data {location!r} outside the model directory; "
+                "refusing to load it"
+            )
+        raise ModelLoadError(
+            f"the ONNX graph keeps weights in an external file ({location!r}); onnxqa loads "
+            "self-contained graphs only: re-export with `onnxqa export`"
+        )
+
+
 class Engine:
     """One inference session over a QA graph: feeds exactly the inputs the graph declares."""
 
     def __init__(self, model: bytes, device: str, settings: SessionSettings) -> None:
+        check_no_external_data(model)
         opts = ort.SessionOptions()
         if settings.threads is not None:
             opts.intra_op_num_threads = settings.threads

@@ -1,0 +1,434 @@
+"""One run, one machine, the same questions: onnxqa next to what users would run instead.
+
+    python benchmarks/compare.py                    # everything (about an hour on 2 cores)
+    python benchmarks/compare.py --models bert-tiny-finetuned-squadv2 --questions 200 --no-accuracy
+    python benchmarks/compare.py --report-only      # re-render BENCHMARKS.md and the chart from JSON
+
+Engines, each on every seed architecture (random weights: speed does not depend on their values):
+  pipeline-fp32   transformers question-answering pipeline, PyTorch fp32 (batch of one, its default)
+  optimum-O2      optimum ORTModelForQuestionAnswering, optimized O2, in that pipeline
+  optimum-int8    the same, dynamically quantized with optimum's avx512_vnni / avx2 preset
+  onnxqa-fp32     onnxqa, fp32 variant
+  onnxqa-int8     onnxqa, int8 variant
+  onnxqa-fp16     onnxqa on CUDA (only where a GPU is present)
+Measured: throughput (questions/s) on the first N questions of SQuAD 2.0 dev, single-question
+latency p50/p90/p99, effective GFLOP/s against the machine's measured fp32 / int8 matmul peak, and
+on the trained reference model EM/F1 of every engine on the held-out SQuAD 2.0 articles.
+Writes benchmarks/results/<machine>.json, benchmarks/results/<machine>.png and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import re
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+RESULTS = ROOT / "benchmarks" / "results"
+SEEDS = (
+    "tinybert-6l-768d-squad2",
+    "tinyroberta-squad2",
+    "distilbert-base-cased-distilled-squad",
+    "minilm-uncased-squad2",
+    "bert-tiny-finetuned-squadv2",
+)
+REFERENCE = SHARED / "models" / "minilm-l6-squad-ref"
+ENGINES = ("pipeline-fp32", "optimum-O2", "optimum-int8", "onnxqa-fp32", "onnxqa-int8", "onnxqa-fp16")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- machine limits
+
+def matmul_peak(precision: str, seconds: float = 3.0) -> float:
+    """GFLOP/s (GOP/s for int8) of one large MatMul / MatMulInteger in onnxruntime, all threads."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    m, k, n = 1024, 768, 3072  # the shape of a BERT feed-forward layer over 1,024 tokens
+    if precision == "fp32":
+        a_t, b_t, out_t, op = TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, "MatMul"
+        a = np.random.rand(m, k).astype(np.float32)
+        b = np.random.rand(k, n).astype(np.float32)
+    else:
+        a_t, b_t, out_t, op = TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, "MatMulInteger"
+        a = np.random.randint(0, 255, (m, k)).astype(np.uint8)
+        b = np.random.randint(-127, 127, (k, n)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node(op, ["a", "b"], ["y"])], "peak",
+        [helper.make_tensor_value_info("a", a_t, [m, k])], [helper.make_tensor_value_info("y", out_t, [m, n])],
+        initializer=[helper.make_tensor("b", b_t, [k, n], b.tobytes(), raw=True)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10  # onnx writes a newer IR than onnxruntime reads
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess.run(None, {"a": a})
+    runs, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        sess.run(None, {"a": a})
+        runs += 1
+    return 2 * m * k * n * runs / (time.perf_counter() - t0) / 1e9
+
+
+def window_flops(arch: dict[str, int], n: int) -> float:
+    """Multiply-adds x 2 of one encoder pass over ``n`` tokens (projections, FFN, attention)."""
+    h, i, layers = arch["hidden"], arch["intermediate"], arch["layers"]
+    return layers * (2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h)
+
+
+def architecture(checkpoint: Path) -> dict[str, int]:
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    if cfg["model_type"] == "distilbert":
+        return {"layers": cfg["n_layers"], "hidden": cfg["dim"], "intermediate": cfg["hidden_dim"]}
+    return {"layers": cfg["num_hidden_layers"], "hidden": cfg["hidden_size"], "intermediate": cfg["intermediate_size"]}
+
+
+# ---------------------------------------------------------------- engines
+
+class Engine:
+    """``one(q, c)`` answers one question; ``many(pairs)`` answers many; both return texts."""
+
+    def __init__(self, name: str, one: Any, many: Any) -> None:
+        self.name, self.one, self.many = name, one, many
+
+
+def pipeline_engine(name: str, pipe: Any) -> Engine:
+    def one(q: str, c: str, **kw: Any) -> str:
+        out = pipe(question=q, context=c, **kw)
+        return (out[0] if isinstance(out, list) else out)["answer"]
+
+    return Engine(name, one, lambda pairs, **kw: [one(q, c, **kw) for q, c in pairs])
+
+
+def onnxqa_engine(name: str, qa: Any) -> Engine:
+    return Engine(
+        name,
+        lambda q, c, **kw: qa(q, c, **kw)[0].text,
+        lambda pairs, **kw: [a[0].text if a else "" for a in qa.batch(pairs, **kw)],
+    )
+
+
+def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict[str, Any]:
+    """Factories (built lazily, one at a time, to keep memory and caches fair)."""
+    import onnxqa
+    from onnxqa.export import ExportConfig, export
+    from onnxqa.runtime._session import cuda_available
+
+    factories: dict[str, Any] = {}
+    out = work / "onnxqa"
+
+    def onnxqa_dir() -> Path:
+        if not out.exists():
+            precisions = ("fp32", "int8", "fp16") if cuda_available() else ("fp32", "int8")
+            export(str(checkpoint), out, ExportConfig(precisions=precisions, progress=False))
+        return out
+
+    def transformers_pipe() -> Engine:
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
+
+        model = AutoModelForQuestionAnswering.from_pretrained(checkpoint).eval()
+        return pipeline_engine("pipeline-fp32", pipeline("question-answering", model=model,
+                                                         tokenizer=AutoTokenizer.from_pretrained(checkpoint),
+                                                         device="cpu"))
+
+    def optimum_pipe(int8: bool) -> Engine:
+        from optimum.onnxruntime import ORTModelForQuestionAnswering, ORTOptimizer, ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+        from optimum.onnxruntime.pipelines import pipeline
+        from transformers import AutoTokenizer
+
+        o2 = work / "optimum-o2"
+        if not o2.exists():
+            model = ORTModelForQuestionAnswering.from_pretrained(checkpoint, export=True)
+            ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), save_dir=o2)
+        path = o2
+        if int8:
+            path = work / "optimum-int8"
+            if not path.exists():
+                from onnxqa.bench import machine_facts
+
+                preset = AutoQuantizationConfig.avx512_vnni if machine_facts()["avx512_vnni"] else AutoQuantizationConfig.avx2
+                quantizer = ORTQuantizer.from_pretrained(o2, file_name="model_optimized.onnx")
+                quantizer.quantize(save_dir=path, quantization_config=preset(is_static=False, per_channel=False))
+        files = sorted(p.name for p in path.glob("*.onnx"))
+        model = ORTModelForQuestionAnswering.from_pretrained(path, file_name=files[0])
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        return pipeline_engine("optimum-int8" if int8 else "optimum-O2",
+                               pipeline("question-answering", model=model, tokenizer=tokenizer))
+
+    if "pipeline-fp32" in wanted:
+        factories["pipeline-fp32"] = transformers_pipe
+    if "optimum-O2" in wanted:
+        factories["optimum-O2"] = lambda: optimum_pipe(False)
+    if "optimum-int8" in wanted:
+        factories["optimum-int8"] = lambda: optimum_pipe(True)
+    for precision in ("fp32", "int8"):
+        if f"onnxqa-{precision}" in wanted:
+            factories[f"onnxqa-{precision}"] = (
+                lambda p=precision: onnxqa_engine(f"onnxqa-{p}", onnxqa.load(onnxqa_dir(), device="cpu", precision=p)))
+    if "onnxqa-fp16" in wanted and cuda_available():
+        factories["onnxqa-fp16"] = lambda: onnxqa_engine("onnxqa-fp16", onnxqa.load(onnxqa_dir(), device="cuda",
+                                                                                    precision="fp16"))
+    factories["_onnxqa_dir"] = onnxqa_dir
+    return factories
+
+
+# ---------------------------------------------------------------- measurements
+
+def squad_pairs(path: Path, n: int | None = None) -> tuple[dict[str, Any], list[Any]]:
+    from onnxqa.squad import load_squad
+
+    dataset, questions = load_squad(path)
+    return dataset, questions[:n] if n else questions
+
+
+def speed(engine: Engine, pairs: list[tuple[str, str]], n_latency: int) -> dict[str, Any]:
+    from onnxqa.bench import latency_ms
+
+    engine.many(pairs[:8])  # warm-up
+    t0 = time.perf_counter()
+    engine.many(pairs)
+    seconds = time.perf_counter() - t0
+    return {"questions": len(pairs), "seconds": seconds, "questions_per_s": len(pairs) / seconds,
+            "latency_ms": latency_ms(engine.one, pairs[:n_latency])}
+
+
+def accuracy(engine: Engine, dataset: dict[str, Any], questions: list[Any]) -> dict[str, Any]:
+    from onnxqa.squad import evaluate
+
+    t0 = time.perf_counter()
+    texts = engine.many([(q.question, q.context) for q in questions], handle_impossible_answer=True)
+    seconds = time.perf_counter() - t0
+    scores = evaluate(dataset, {q.id: t for q, t in zip(questions, texts)})
+    return {"exact": scores["exact"], "f1": scores["f1"], "HasAns_f1": scores.get("HasAns_f1"),
+            "NoAns_exact": scores.get("NoAns_exact"), "questions": len(questions), "seconds": seconds}
+
+
+def machine_name(facts: dict[str, Any]) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", facts["cpu"].lower()).strip("-")
+    return f"{slug}-{facts['logical_cores']}c"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from onnxqa.bench import machine_facts
+    from onnxqa.export import random_checkpoint
+    from onnxqa.runtime._windows import Windower
+
+    facts = machine_facts()
+    log(f"machine: {facts['cpu']}, {facts['logical_cores']} cores")
+    result: dict[str, Any] = {"machine": facts, "date": time.strftime("%Y-%m-%d"), "settings": vars(args).copy(),
+                              "peak_gflops": {}, "speed": {}, "accuracy": {}, "skipped": []}
+    result["peak_gflops"] = {"fp32": matmul_peak("fp32"), "int8": matmul_peak("int8")}
+    log(f"matmul peak: {result['peak_gflops']}")
+    wanted = tuple(args.engines)
+    _, questions = squad_pairs(SHARED / "data" / "squad" / "dev-v2.0.json", args.questions)
+    pairs = [(q.question, q.context) for q in questions]
+    with tempfile.TemporaryDirectory(prefix="onnxqa-bench-") as tmp:
+        work = Path(tmp)
+        for seed in args.models:
+            checkpoint = random_checkpoint(SHARED / "seeds" / seed, work / seed / "checkpoint")
+            arch = architecture(checkpoint)
+            factories = build_engines(checkpoint, work / seed, wanted)
+            tok = json.loads((factories["_onnxqa_dir"]() / "onnxqa.json").read_text())["tokenizer"]
+            windower = Windower((work / seed / "onnxqa" / "tokenizer.json").read_text(), tok["cls_token_id"])
+            windows = windower.windows(pairs, max_seq_len=384, doc_stride=128, max_question_len=64)
+            tokens = [len(w.input_ids) for w in windows]
+            flops = sum(window_flops(arch, n) for n in tokens)
+            row: dict[str, Any] = {"architecture": arch, "windows": len(windows), "tokens": sum(tokens),
+                                   "gflop": flops / 1e9, "engines": {}}
+            for name in wanted:
+                if name not in factories:
+                    result["skipped"].append(f"{name} on {seed}: not available here")
+                    continue
+                log(f"{seed}: {name}")
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        engine = factories[name]()
+                        m = speed(engine, pairs, args.latency)
+                except ImportError as exc:
+                    result["skipped"].append(f"{name}: {exc}")
+                    continue
+                m["effective_gflops"] = flops / 1e9 / m["seconds"]
+                row["engines"][name] = m
+                log(f"  {m['questions_per_s']:.1f} q/s, p50 {m['latency_ms']['p50']:.1f} ms, "
+                    f"{m['effective_gflops']:.1f} GFLOP/s")
+                del engine
+                gc.collect()
+            result["speed"][seed] = row
+            save(result, args)
+        if args.accuracy:
+            dataset, held = squad_pairs(SHARED / "data" / "squad" / "dev-v2.0.reference-heldout.json", args.eval_questions)
+            if args.eval_questions:
+                from onnxqa.squad import restrict
+
+                dataset = restrict(dataset, {q.id for q in held})
+            factories = build_engines(REFERENCE, work / "reference", wanted)
+            for name in wanted:
+                if name not in factories:
+                    continue
+                log(f"reference model: {name} on {len(held)} questions")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    engine = factories[name]()
+                    result["accuracy"][name] = accuracy(engine, dataset, held)
+                log(f"  EM {result['accuracy'][name]['exact']:.2f} F1 {result['accuracy'][name]['f1']:.2f}")
+                del engine
+                gc.collect()
+                save(result, args)
+    return result
+
+
+# ---------------------------------------------------------------- reporting
+
+def save(result: dict[str, Any], args: argparse.Namespace) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{args.name or machine_name(result['machine'])}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(result["speed"])
+    engines = [e for e in ENGINES if any(e in result["speed"][m]["engines"] for m in models)]
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    width = 0.8 / max(len(engines), 1)
+    for j, engine in enumerate(engines):
+        values = [result["speed"][m]["engines"].get(engine, {}).get("questions_per_s", 0) for m in models]
+        bars = ax.bar(np.arange(len(models)) + j * width, values, width, label=engine)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+    ax.set_yscale("log")
+    ax.set_ylabel("questions / s (log scale)")
+    ax.set_xticks(np.arange(len(models)) + width * (len(engines) - 1) / 2)
+    ax.set_xticklabels([m.replace("-finetuned-squadv2", "").replace("-distilled-squad", "") for m in models],
+                       fontsize=8)
+    ax.set_title(f"Throughput, first {result['settings']['questions']} SQuAD 2.0 dev questions — "
+                 f"{result['machine']['cpu']}, {result['machine']['logical_cores']} cores")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(result: dict[str, Any], json_path: Path) -> str:
+    m = result["machine"]
+    peak = result["peak_gflops"]
+    lines = [
+        f"Measured by `python benchmarks/compare.py` on {result['date']}: {m['cpu']}, {m['logical_cores']} cores "
+        f"(AVX2 {'yes' if m['avx2'] else 'no'}, AVX-512 VNNI {'yes' if m['avx512_vnni'] else 'no'}), "
+        f"Python {m['python']}, onnxruntime {m['onnxruntime']}. Raw numbers: `{json_path.relative_to(ROOT)}`.",
+        "All engines ran in the same process, one after the other, on the same questions.",
+        "",
+        f"Machine limit, measured by the script (one large onnxruntime MatMul, all threads): "
+        f"fp32 **{peak['fp32']:.1f} GFLOP/s**, int8 **{peak['int8']:.1f} GOP/s**.",
+        "",
+        f"![throughput](benchmarks/results/{json_path.stem}.png)",
+        "",
+        f"## Throughput and latency (first {result['settings']['questions']} questions of SQuAD 2.0 dev, "
+        "random weights)",
+        "",
+        "questions/s over the whole set (onnxqa: `batch()`; pipelines: one call per question, their "
+        "default); latency: one question per call, end to end. Ratios are to the transformers "
+        "pipeline and to optimum's int8 in the same run. Effective GFLOP/s = encoder FLOPs of the "
+        "real (unpadded) tokens / wall time.",
+        "",
+        "| model | engine | questions/s | × pipeline | × optimum int8 | p50 ms | p90 ms | p99 ms | eff. GFLOP/s | % of peak |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, row in result["speed"].items():
+        engines = row["engines"]
+        base = engines.get("pipeline-fp32", {}).get("questions_per_s")
+        opt8 = engines.get("optimum-int8", {}).get("questions_per_s")
+        for name in ENGINES:
+            if name not in engines:
+                continue
+            e = engines[name]
+            qps = e["questions_per_s"]
+            lat = e["latency_ms"]
+            pk = peak["int8"] if name.endswith("int8") else peak["fp32"]
+            lines.append(
+                f"| {model} | {name} | {qps:.1f} | {qps / base:.2f} | {qps / opt8:.2f} | {lat['p50']:.1f} | "
+                f"{lat['p90']:.1f} | {lat['p99']:.1f} | {e['effective_gflops']:.1f} | "
+                f"{100 * e['effective_gflops'] / pk:.0f}% |"
+                if base and opt8 else
+                f"| {model} | {name} | {qps:.1f} | – | – | {lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | "
+                f"{e['effective_gflops']:.1f} | {100 * e['effective_gflops'] / pk:.0f}% |"
+            )
+    if result["accuracy"]:
+        acc = result["accuracy"]
+        n = next(iter(acc.values()))["questions"]
+        lines += [
+            "",
+            f"## Accuracy on the trained reference model ({n} questions of "
+            "`dev-v2.0.reference-heldout.json`, official SQuAD 2.0 metric, `handle_impossible_answer=True`)",
+            "",
+            "| engine | EM | F1 | HasAns F1 | NoAns EM | ΔF1 vs pipeline |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        ref_f1 = acc.get("pipeline-fp32", {}).get("f1")
+        for name in ENGINES:
+            if name in acc:
+                a = acc[name]
+                delta = f"{a['f1'] - ref_f1:+.2f}" if ref_f1 is not None else "–"
+                lines.append(f"| {name} | {a['exact']:.2f} | {a['f1']:.2f} | {a['HasAns_f1']:.2f} | "
+                             f"{a['NoAns_exact']:.2f} | {delta} |")
+    if result["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(result["skipped"])]
+    return "\n".join(lines) + "\n"
+
+
+START, END = "<!-- compare.py:start -->", "<!-- compare.py:end -->"
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the generated part of ``path``, keeping what was written around it by hand."""
+    body = f"{START}\n{section}{END}\n"
+    text = path.read_text() if path.exists() else ""
+    if START in text and END in text:
+        body = text[: text.index(START)] + body + text[text.index(END) + len(END) + 1 :]
+    path.write_text(body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(SEEDS), choices=SEEDS)
+    ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    ap.add_argument("--questions", type=int, default=1000, help="throughput questions (default 1000)")
+    ap.add_argument("--latency", type=int, default=100, help="questions timed one by one (default 100)")
+    ap.add_argument("--eval-questions", type=int, default=None, help="reference-model questions (default: all)")
+    ap.add_argument("--no-accuracy", dest="accuracy", action="store_false")
+    ap.add_argument("--name", help="results file name (default: derived from the CPU)")
+    ap.add_argument("--report-only", metavar="RESULTS.json", help="only re-render the report from a results file")
+    ap.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"), help="where to write the table")
+    args = ap.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"{SHARED} not found: the benchmark needs the seed configs and SQuAD data in ../shared")
+    if args.report_only:
+        json_path = Path(args.report_only).resolve()
+        result = json.loads(json_path.read_text())
+    else:
+        result = run(args)
+        json_path = save(result, args)
+    chart(result, json_path.with_suffix(".png"))
+    write_section(Path(args.markdown), report(result, json_path))
+    log(f"wrote {json_path}, {json_path.with_suffix('.png')}, {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
