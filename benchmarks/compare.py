@@ -20,6 +20,7 @@ Writes benchmarks/results/<machine>.json, benchmarks/results/<machine>.png and B
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import re
@@ -120,6 +121,28 @@ def onnxqa_engine(name: str, qa: Any) -> Engine:
     )
 
 
+@contextlib.contextmanager
+def default_tensor_type_shim() -> Any:
+    """optimum's quantizer fails on its own O2 graph with onnxruntime >= 1.2x (shape inference
+    cannot type the fused operators' outputs; onnxruntime asks for ``DefaultTensorType``, which
+    optimum does not pass). Inject that one option so optimum's int8 preset runs unchanged."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+
+    original = ONNXQuantizer.__init__
+
+    def patched(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("extra_options", {})
+        kwargs["extra_options"] = {**(kwargs["extra_options"] or {}), "DefaultTensorType": TensorProto.FLOAT}
+        original(self, *args, **kwargs)
+
+    ONNXQuantizer.__init__ = patched  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ONNXQuantizer.__init__ = original  # type: ignore[method-assign]
+
+
 def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict[str, Any]:
     """Factories (built lazily, one at a time, to keep memory and caches fair)."""
     import onnxqa
@@ -161,7 +184,8 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
 
                 preset = AutoQuantizationConfig.avx512_vnni if machine_facts()["avx512_vnni"] else AutoQuantizationConfig.avx2
                 quantizer = ORTQuantizer.from_pretrained(o2, file_name="model_optimized.onnx")
-                quantizer.quantize(save_dir=path, quantization_config=preset(is_static=False, per_channel=False))
+                with default_tensor_type_shim():
+                    quantizer.quantize(save_dir=path, quantization_config=preset(is_static=False, per_channel=False))
         files = sorted(p.name for p in path.glob("*.onnx"))
         model = ORTModelForQuestionAnswering.from_pretrained(path, file_name=files[0])
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
