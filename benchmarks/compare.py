@@ -53,6 +53,7 @@ def log(msg: str) -> None:
 
 # ---------------------------------------------------------------- machine limits
 
+
 def matmul_peak(precision: str, seconds: float = 3.0) -> float:
     """GFLOP/s (GOP/s for int8) of one large MatMul / MatMulInteger in onnxruntime, all threads."""
     import onnxruntime as ort
@@ -68,8 +69,10 @@ def matmul_peak(precision: str, seconds: float = 3.0) -> float:
         a = np.random.randint(0, 255, (m, k)).astype(np.uint8)
         b = np.random.randint(-127, 127, (k, n)).astype(np.int8)
     graph = helper.make_graph(
-        [helper.make_node(op, ["a", "b"], ["y"])], "peak",
-        [helper.make_tensor_value_info("a", a_t, [m, k])], [helper.make_tensor_value_info("y", out_t, [m, n])],
+        [helper.make_node(op, ["a", "b"], ["y"])],
+        "peak",
+        [helper.make_tensor_value_info("a", a_t, [m, k])],
+        [helper.make_tensor_value_info("y", out_t, [m, n])],
         initializer=[helper.make_tensor("b", b_t, [k, n], b.tobytes(), raw=True)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -97,6 +100,7 @@ def architecture(checkpoint: Path) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- engines
+
 
 class Engine:
     """``one(q, c)`` answers one question; ``many(pairs)`` answers many; both return texts."""
@@ -162,9 +166,12 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
 
         model = AutoModelForQuestionAnswering.from_pretrained(checkpoint).eval()
-        return pipeline_engine("pipeline-fp32", pipeline("question-answering", model=model,
-                                                         tokenizer=AutoTokenizer.from_pretrained(checkpoint),
-                                                         device="cpu"))
+        return pipeline_engine(
+            "pipeline-fp32",
+            pipeline(
+                "question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(checkpoint), device="cpu"
+            ),
+        )
 
     def optimum_pipe(int8: bool) -> Engine:
         from optimum.onnxruntime import ORTModelForQuestionAnswering, ORTOptimizer, ORTQuantizer
@@ -182,15 +189,20 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
             if not path.exists():
                 from onnxqa.bench import machine_facts
 
-                preset = AutoQuantizationConfig.avx512_vnni if machine_facts()["avx512_vnni"] else AutoQuantizationConfig.avx2
+                preset = (
+                    AutoQuantizationConfig.avx512_vnni
+                    if machine_facts()["avx512_vnni"]
+                    else AutoQuantizationConfig.avx2
+                )
                 quantizer = ORTQuantizer.from_pretrained(o2, file_name="model_optimized.onnx")
                 with default_tensor_type_shim():
                     quantizer.quantize(save_dir=path, quantization_config=preset(is_static=False, per_channel=False))
         files = sorted(p.name for p in path.glob("*.onnx"))
         model = ORTModelForQuestionAnswering.from_pretrained(path, file_name=files[0])
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        return pipeline_engine("optimum-int8" if int8 else "optimum-O2",
-                               pipeline("question-answering", model=model, tokenizer=tokenizer))
+        return pipeline_engine(
+            "optimum-int8" if int8 else "optimum-O2", pipeline("question-answering", model=model, tokenizer=tokenizer)
+        )
 
     if "pipeline-fp32" in wanted:
         factories["pipeline-fp32"] = transformers_pipe
@@ -200,16 +212,19 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
         factories["optimum-int8"] = lambda: optimum_pipe(True)
     for precision in ("fp32", "int8"):
         if f"onnxqa-{precision}" in wanted:
-            factories[f"onnxqa-{precision}"] = (
-                lambda p=precision: onnxqa_engine(f"onnxqa-{p}", onnxqa.load(onnxqa_dir(), device="cpu", precision=p)))
+            factories[f"onnxqa-{precision}"] = lambda p=precision: onnxqa_engine(
+                f"onnxqa-{p}", onnxqa.load(onnxqa_dir(), device="cpu", precision=p)
+            )
     if "onnxqa-fp16" in wanted and cuda_available():
-        factories["onnxqa-fp16"] = lambda: onnxqa_engine("onnxqa-fp16", onnxqa.load(onnxqa_dir(), device="cuda",
-                                                                                    precision="fp16"))
+        factories["onnxqa-fp16"] = lambda: onnxqa_engine(
+            "onnxqa-fp16", onnxqa.load(onnxqa_dir(), device="cuda", precision="fp16")
+        )
     factories["_onnxqa_dir"] = onnxqa_dir
     return factories
 
 
 # ---------------------------------------------------------------- measurements
+
 
 def squad_pairs(path: Path, n: int | None = None) -> tuple[dict[str, Any], list[Any]]:
     from onnxqa.squad import load_squad
@@ -225,8 +240,12 @@ def speed(engine: Engine, pairs: list[tuple[str, str]], n_latency: int) -> dict[
     t0 = time.perf_counter()
     engine.many(pairs)
     seconds = time.perf_counter() - t0
-    return {"questions": len(pairs), "seconds": seconds, "questions_per_s": len(pairs) / seconds,
-            "latency_ms": latency_ms(engine.one, pairs[:n_latency])}
+    return {
+        "questions": len(pairs),
+        "seconds": seconds,
+        "questions_per_s": len(pairs) / seconds,
+        "latency_ms": latency_ms(engine.one, pairs[:n_latency]),
+    }
 
 
 def accuracy(engine: Engine, dataset: dict[str, Any], questions: list[Any]) -> dict[str, Any]:
@@ -236,8 +255,14 @@ def accuracy(engine: Engine, dataset: dict[str, Any], questions: list[Any]) -> d
     texts = engine.many([(q.question, q.context) for q in questions], handle_impossible_answer=True)
     seconds = time.perf_counter() - t0
     scores = evaluate(dataset, {q.id: t for q, t in zip(questions, texts)})
-    return {"exact": scores["exact"], "f1": scores["f1"], "HasAns_f1": scores.get("HasAns_f1"),
-            "NoAns_exact": scores.get("NoAns_exact"), "questions": len(questions), "seconds": seconds}
+    return {
+        "exact": scores["exact"],
+        "f1": scores["f1"],
+        "HasAns_f1": scores.get("HasAns_f1"),
+        "NoAns_exact": scores.get("NoAns_exact"),
+        "questions": len(questions),
+        "seconds": seconds,
+    }
 
 
 def machine_name(facts: dict[str, Any]) -> str:
@@ -252,8 +277,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     facts = machine_facts()
     log(f"machine: {facts['cpu']}, {facts['logical_cores']} cores")
-    result: dict[str, Any] = {"machine": facts, "date": time.strftime("%Y-%m-%d"), "settings": vars(args).copy(),
-                              "peak_gflops": {}, "speed": {}, "accuracy": {}, "skipped": []}
+    result: dict[str, Any] = {
+        "machine": facts,
+        "date": time.strftime("%Y-%m-%d"),
+        "settings": vars(args).copy(),
+        "peak_gflops": {},
+        "speed": {},
+        "accuracy": {},
+        "skipped": [],
+    }
     result["peak_gflops"] = {"fp32": matmul_peak("fp32"), "int8": matmul_peak("int8")}
     log(f"matmul peak: {result['peak_gflops']}")
     wanted = tuple(args.engines)
@@ -270,8 +302,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             windows = windower.windows(pairs, max_seq_len=384, doc_stride=128, max_question_len=64)
             tokens = [len(w.input_ids) for w in windows]
             flops = sum(window_flops(arch, n) for n in tokens)
-            row: dict[str, Any] = {"architecture": arch, "windows": len(windows), "tokens": sum(tokens),
-                                   "gflop": flops / 1e9, "engines": {}}
+            row: dict[str, Any] = {
+                "architecture": arch,
+                "windows": len(windows),
+                "tokens": sum(tokens),
+                "gflop": flops / 1e9,
+                "engines": {},
+            }
             for name in wanted:
                 if name not in factories:
                     result["skipped"].append(f"{name} on {seed}: not available here")
@@ -287,14 +324,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 m["effective_gflops"] = flops / 1e9 / m["seconds"]
                 row["engines"][name] = m
-                log(f"  {m['questions_per_s']:.1f} q/s, p50 {m['latency_ms']['p50']:.1f} ms, "
-                    f"{m['effective_gflops']:.1f} GFLOP/s")
+                log(
+                    f"  {m['questions_per_s']:.1f} q/s, p50 {m['latency_ms']['p50']:.1f} ms, "
+                    f"{m['effective_gflops']:.1f} GFLOP/s"
+                )
                 del engine
                 gc.collect()
             result["speed"][seed] = row
             save(result, args)
         if args.accuracy:
-            dataset, held = squad_pairs(SHARED / "data" / "squad" / "dev-v2.0.reference-heldout.json", args.eval_questions)
+            dataset, held = squad_pairs(
+                SHARED / "data" / "squad" / "dev-v2.0.reference-heldout.json", args.eval_questions
+            )
             if args.eval_questions:
                 from onnxqa.squad import restrict
 
@@ -316,6 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- reporting
+
 
 def save(result: dict[str, Any], args: argparse.Namespace) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -341,10 +383,13 @@ def chart(result: dict[str, Any], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("questions / s (log scale)")
     ax.set_xticks(np.arange(len(models)) + width * (len(engines) - 1) / 2)
-    ax.set_xticklabels([m.replace("-finetuned-squadv2", "").replace("-distilled-squad", "") for m in models],
-                       fontsize=8)
-    ax.set_title(f"Throughput, first {result['settings']['questions']} SQuAD 2.0 dev questions — "
-                 f"{result['machine']['cpu']}, {result['machine']['logical_cores']} cores")
+    ax.set_xticklabels(
+        [m.replace("-finetuned-squadv2", "").replace("-distilled-squad", "") for m in models], fontsize=8
+    )
+    ax.set_title(
+        f"Throughput, first {result['settings']['questions']} SQuAD 2.0 dev questions — "
+        f"{result['machine']['cpu']}, {result['machine']['logical_cores']} cores"
+    )
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -372,7 +417,8 @@ def report(result: dict[str, Any], json_path: Path) -> str:
         "pipeline and to optimum's int8 in the same run. Effective GFLOP/s = encoder FLOPs of the "
         "real (unpadded) tokens / wall time.",
         "",
-        "| model | engine | questions/s | × pipeline | × optimum int8 | p50 ms | p90 ms | p99 ms | eff. GFLOP/s | % of peak |",
+        "| model | engine | questions/s | × pipeline | × optimum int8 | p50 ms | p90 ms | p99 ms "
+        "| eff. GFLOP/s | % of peak |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for model, row in result["speed"].items():
@@ -390,8 +436,9 @@ def report(result: dict[str, Any], json_path: Path) -> str:
                 f"| {model} | {name} | {qps:.1f} | {qps / base:.2f} | {qps / opt8:.2f} | {lat['p50']:.1f} | "
                 f"{lat['p90']:.1f} | {lat['p99']:.1f} | {e['effective_gflops']:.1f} | "
                 f"{100 * e['effective_gflops'] / pk:.0f}% |"
-                if base and opt8 else
-                f"| {model} | {name} | {qps:.1f} | – | – | {lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | "
+                if base and opt8
+                else f"| {model} | {name} | {qps:.1f} | – | – | {lat['p50']:.1f} | {lat['p90']:.1f} | "
+                f"{lat['p99']:.1f} | "
                 f"{e['effective_gflops']:.1f} | {100 * e['effective_gflops'] / pk:.0f}% |"
             )
     if result["accuracy"]:
@@ -410,8 +457,10 @@ def report(result: dict[str, Any], json_path: Path) -> str:
             if name in acc:
                 a = acc[name]
                 delta = f"{a['f1'] - ref_f1:+.2f}" if ref_f1 is not None else "–"
-                lines.append(f"| {name} | {a['exact']:.2f} | {a['f1']:.2f} | {a['HasAns_f1']:.2f} | "
-                             f"{a['NoAns_exact']:.2f} | {delta} |")
+                lines.append(
+                    f"| {name} | {a['exact']:.2f} | {a['f1']:.2f} | {a['HasAns_f1']:.2f} | "
+                    f"{a['NoAns_exact']:.2f} | {delta} |"
+                )
     if result["skipped"]:
         lines += ["", "Skipped: " + "; ".join(result["skipped"])]
     return "\n".join(lines) + "\n"

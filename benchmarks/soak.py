@@ -74,9 +74,15 @@ def main() -> None:
             print(f"{i + 1:>6} calls: RSS {samples[-1][1]:.1f} MiB", file=sys.stderr)
     seconds = time.perf_counter() - t0
     result = {
-        "model_dir": args.model_dir, "precision": args.precision, "arena": args.arena, "calls": args.calls,
-        "errors": errors, "seconds": round(seconds, 1), "rss_after_warmup_mb": round(base, 1),
-        "rss_end_mb": round(samples[-1][1], 1), "growth_mb": round(samples[-1][1] - base, 1),
+        "model_dir": args.model_dir,
+        "precision": args.precision,
+        "arena": args.arena,
+        "calls": args.calls,
+        "errors": errors,
+        "seconds": round(seconds, 1),
+        "rss_after_warmup_mb": round(base, 1),
+        "rss_end_mb": round(samples[-1][1], 1),
+        "growth_mb": round(samples[-1][1] - base, 1),
         "growth_second_half_mb": round(samples[-1][1] - samples[len(samples) // 2][1], 1),
         "samples": samples,
     }

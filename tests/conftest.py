@@ -79,5 +79,7 @@ def squad_v2() -> list[dict]:
     data = json.loads(shared_path("data", "squad", "dev-v2.0.json").read_text(encoding="utf-8"))
     return [
         {"id": qa["id"], "question": qa["question"], "context": p["context"], "answers": qa["answers"]}
-        for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]
+        for a in data["data"]
+        for p in a["paragraphs"]
+        for qa in p["qas"]
     ]

@@ -4,17 +4,25 @@ that need several windows, and non-ASCII text (accents, CJK, emoji)."""
 from __future__ import annotations
 
 NON_ASCII = [
-    ("Où se trouve le café ?",
-     "Le café « Ça va » est situé près de l'église Saint-Étienne, à Paris, où l'on sert des crêpes "
-     "et du thé glacé. Ouvert depuis 1998, il accueille des étudiants de l'université voisine."),
-    ("東京タワーはどこにありますか",
-     "東京タワーは東京都港区芝公園にある電波塔です。高さは333メートルで、1958年に完成しました。"),
-    ("When does the party start?",
-     "🎉 The launch party 🎉 starts at 5 pm in the Zoë Café 👍🏽 and ends at midnight. "
-     "Tickets cost €12 — students pay ½ price; 👨‍👩‍👧 families get in free."),
-    ("Who founded the company?",
-     "Die Firma Müller & Söhne wurde 1887 von Jürgen Müller in Straßburg gegründet. "
-     "Она производит часы. Η εταιρεία έχει 300 υπαλλήλους."),
+    (
+        "Où se trouve le café ?",
+        "Le café « Ça va » est situé près de l'église Saint-Étienne, à Paris, où l'on sert des crêpes "
+        "et du thé glacé. Ouvert depuis 1998, il accueille des étudiants de l'université voisine.",
+    ),
+    (
+        "東京タワーはどこにありますか",
+        "東京タワーは東京都港区芝公園にある電波塔です。高さは333メートルで、1958年に完成しました。",
+    ),
+    (
+        "When does the party start?",
+        "🎉 The launch party 🎉 starts at 5 pm in the Zoë Café 👍🏽 and ends at midnight. "
+        "Tickets cost €12 — students pay ½ price; 👨‍👩‍👧 families get in free.",
+    ),
+    (
+        "Who founded the company?",
+        "Die Firma Müller & Söhne wurde 1887 von Jürgen Müller in Straßburg gegründet. "
+        "Она производит часы. Η εταιρεία έχει 300 υπαλλήλους.",
+    ),
 ]
 
 

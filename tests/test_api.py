@@ -11,8 +11,14 @@ import onnxqa
 
 def test_all_is_sorted_and_complete():
     assert onnxqa.__all__ == sorted(onnxqa.__all__)
-    public = {n for n in dir(onnxqa) if not n.startswith("_")} - {"runtime", "export", "cli", "squad",
-                                                                   "evaluation", "bench"}
+    public = {n for n in dir(onnxqa) if not n.startswith("_")} - {
+        "runtime",
+        "export",
+        "cli",
+        "squad",
+        "evaluation",
+        "bench",
+    }
     assert public <= set(onnxqa.__all__)
     for name in onnxqa.__all__:
         assert hasattr(onnxqa, name)
@@ -31,10 +37,18 @@ def test_answer_is_frozen():
     assert not a.is_impossible and onnxqa.Answer("", 0.1, 0, 0).is_impossible
 
 
-@pytest.mark.parametrize("options", [
-    {"top_k": 0}, {"max_answer_len": 0}, {"doc_stride": 200, "max_seq_len": 128}, {"top_k": 1.5},
-    {"max_seq_len": -1}, {"batch_size": 0}, {"handle_impossible_answer": "yes"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"top_k": 0},
+        {"max_answer_len": 0},
+        {"doc_stride": 200, "max_seq_len": 128},
+        {"top_k": 1.5},
+        {"max_seq_len": -1},
+        {"batch_size": 0},
+        {"handle_impossible_answer": "yes"},
+    ],
+)
 def test_bad_options_raise_input_error(options):
     with pytest.raises(onnxqa.InputError):
         onnxqa.QAOptions(**options)

@@ -42,7 +42,7 @@ def test_matches_pipeline_select_starts_ends(seed):
     start = rng.normal(0, 3, n).astype(np.float32)
     end = rng.normal(0, 3, n).astype(np.float32)
     p_mask = np.ones(n, dtype=np.int64)
-    p_mask[int(n * 0.3): n - 1] = 0  # context tokens
+    p_mask[int(n * 0.3) : n - 1] = 0  # context tokens
     p_mask[0] = 0  # CLS
     for top_k in (1, 5):
         ref_s, ref_e, ref_scores, ref_null = select_starts_ends(

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SEEDS
 
 from onnxqa._manifest import sha256_file
+
+from conftest import SEEDS
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -42,7 +43,8 @@ def test_export_fp32_int8_and_logits_match_pytorch(seed, store):
     enc = tokenizer(
         ["Who designed the bridge?", "What year was it opened?"],
         ["The bridge over the Vessa was designed by Margaret Ellison and opened in 1931."] * 2,
-        padding=True, return_tensors="np",
+        padding=True,
+        return_tensors="np",
     )
     feed = {k: enc[k].astype(np.int64) for k in names}
     with torch.no_grad():

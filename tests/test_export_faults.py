@@ -7,11 +7,12 @@ import contextlib
 import json
 
 import pytest
-from conftest import make_checkpoint, shared_path
 
 from onnxqa import ExportError, ValidationError
 from onnxqa._progress import Steps
 from onnxqa.export import ExportConfig, export
+
+from conftest import make_checkpoint, shared_path
 
 N_STEPS = 5  # load, export, optimize, validate, int8
 
@@ -84,10 +85,13 @@ def test_failed_validation_writes_nothing(checkpoint, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("source, message", [
-    ("no/such-model-anywhere", "could not be fetched"),
-    (__file__, "is a file"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("no/such-model-anywhere", "could not be fetched"),
+        (__file__, "is a file"),
+    ],
+)
 def test_bad_sources(tmp_path, source, message, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants

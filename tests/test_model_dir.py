@@ -69,14 +69,17 @@ def test_swapped_files_detected(copy):
         load(copy, precision="fp32")
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m: m.pop("variants"),
-    lambda m: m.update(format=99),
-    lambda m: m["architecture"].update(max_positions="512"),
-    lambda m: m.update(variants={}),
-    lambda m: m["variants"].update(int4={"file": "x", "sha256": "y"}),
-    lambda m: m["tokenizer"].pop("sha256"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.pop("variants"),
+        lambda m: m.update(format=99),
+        lambda m: m["architecture"].update(max_positions="512"),
+        lambda m: m.update(variants={}),
+        lambda m: m["variants"].update(int4={"file": "x", "sha256": "y"}),
+        lambda m: m["tokenizer"].pop("sha256"),
+    ],
+)
 def test_inconsistent_manifest(copy, edit):
     data = manifest(copy)
     edit(data)

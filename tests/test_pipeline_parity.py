@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SEEDS
-from parity_cases import OPTION_SETS, compare, parity_pairs
 
 import onnxqa
+
+from conftest import SEEDS
+from parity_cases import OPTION_SETS, compare, parity_pairs
 
 
 def _pipeline(checkpoint):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipeline
 
     model = AutoModelForQuestionAnswering.from_pretrained(checkpoint).eval()
-    return pipeline("question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(checkpoint), device="cpu")
+    return pipeline(
+        "question-answering", model=model, tokenizer=AutoTokenizer.from_pretrained(checkpoint), device="cpu"
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)

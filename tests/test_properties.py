@@ -8,11 +8,38 @@ from hypothesis import strategies as st
 
 import onnxqa
 
-WORDS = ["bridge", "river", "1931", "Ellison", "designed", "the", "a", "of", "København", "naïve", "東京",
-         "😀", "👩\u200d🔬", "e\u0301", "ﬁ", "Straße", "—", ",", ".", "?", "(", ")", "\u200b", "\t", "\n"]
-text = st.lists(
-    st.one_of(st.sampled_from(WORDS), st.text(min_size=1, max_size=12)), min_size=1, max_size=120
-).map(" ".join).filter(lambda s: s.strip())
+WORDS = [
+    "bridge",
+    "river",
+    "1931",
+    "Ellison",
+    "designed",
+    "the",
+    "a",
+    "of",
+    "København",
+    "naïve",
+    "東京",
+    "😀",
+    "👩\u200d🔬",
+    "e\u0301",
+    "ﬁ",
+    "Straße",
+    "—",
+    ",",
+    ".",
+    "?",
+    "(",
+    ")",
+    "\u200b",
+    "\t",
+    "\n",
+]
+text = (
+    st.lists(st.one_of(st.sampled_from(WORDS), st.text(min_size=1, max_size=12)), min_size=1, max_size=120)
+    .map(" ".join)
+    .filter(lambda s: s.strip())
+)
 question = st.lists(st.sampled_from(WORDS[:10]), min_size=1, max_size=8).map(" ".join)
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -28,11 +55,25 @@ def spans(answers):
 
 
 @SETTINGS
-@given(q=question, context=text, top_k=st.integers(1, 5), impossible=st.booleans(), align=st.booleans(),
-       max_seq_len=st.sampled_from([48, 96, 384]))
+@given(
+    q=question,
+    context=text,
+    top_k=st.integers(1, 5),
+    impossible=st.booleans(),
+    align=st.booleans(),
+    max_seq_len=st.sampled_from([48, 96, 384]),
+)
 def test_answer_invariants(qa, q, context, top_k, impossible, align, max_seq_len):
-    answers = qa(q, context, top_k=top_k, handle_impossible_answer=impossible, align_to_words=align,
-                 max_seq_len=max_seq_len, doc_stride=min(16, max_seq_len // 4), max_question_len=16)
+    answers = qa(
+        q,
+        context,
+        top_k=top_k,
+        handle_impossible_answer=impossible,
+        align_to_words=align,
+        max_seq_len=max_seq_len,
+        doc_stride=min(16, max_seq_len // 4),
+        max_question_len=16,
+    )
     assert len(answers) <= top_k
     if impossible:
         assert len(answers) >= 1

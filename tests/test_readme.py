@@ -22,8 +22,13 @@ def readme_block(marker: str) -> str:
 def test_quickstart_and_python_api_run_as_written(tmp_path):
     make_checkpoint(shared_path("seeds", "bert-tiny-finetuned-squadv2"), tmp_path / "my-checkpoint")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    shell = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_block("test:quickstart-local")],
-                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    shell = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_block("test:quickstart-local")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert shell.returncode == 0, shell.stderr[-3000:]
     manifest = json.loads((tmp_path / "out" / "my-model" / "onnxqa.json").read_text())
     assert set(manifest["variants"]) == {"fp32", "int8"}
@@ -32,8 +37,9 @@ def test_quickstart_and_python_api_run_as_written(tmp_path):
     assert 1 <= len(answers) <= 3
     assert all(context[a["start"] : a["end"]] == a["answer"] for a in answers)
 
-    python = subprocess.run([sys.executable, "-c", readme_block("test:python-api")],
-                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    python = subprocess.run(
+        [sys.executable, "-c", readme_block("test:python-api")], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert python.returncode == 0, python.stderr[-3000:]
     assert "cpu int8" in python.stdout
 

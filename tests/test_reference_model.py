@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+import onnxqa
+
 from conftest import REFERENCE, shared_path
 from parity_cases import compare
-
-import onnxqa
 
 N_QUESTIONS = 300
 
@@ -37,6 +37,8 @@ def test_reference_fp32_equals_pipeline_and_int8_agreement(store, capsys):
     int8 = onnxqa.load(out, device="cpu", precision="int8").batch(pairs, handle_impossible_answer=True)
     same = sum((a[0].start, a[0].end) == (b[0].start, b[0].end) for a, b in zip(fp32, int8))
     with capsys.disabled():
-        print(f"\nreference model: int8 answers equal fp32 on {same}/{N_QUESTIONS} held-out questions "
-              f"({100 * same / N_QUESTIONS:.1f}%)")
+        print(
+            f"\nreference model: int8 answers equal fp32 on {same}/{N_QUESTIONS} held-out questions "
+            f"({100 * same / N_QUESTIONS:.1f}%)"
+        )
     assert same > N_QUESTIONS // 2  # a broken quantization agrees on almost nothing

@@ -22,8 +22,16 @@ RUNTIME_SOURCES = [p for p in (Path(onnxqa.__file__).parent).rglob("*.py") if "e
 def test_runtime_source_has_no_code_loading():
     for path in RUNTIME_SOURCES:
         source = path.read_text()
-        for banned in ("import pickle", "torch.load", " eval(", " exec(", "trust_remote_code", "__import__",
-                       "import torch", "import transformers"):
+        for banned in (
+            "import pickle",
+            "torch.load",
+            " eval(",
+            " exec(",
+            "trust_remote_code",
+            "__import__",
+            "import torch",
+            "import transformers",
+        ):
             assert banned not in source, f"{path.name} contains {banned}"
 
 
@@ -97,14 +105,26 @@ def test_cli_writes_only_where_told(tiny, tmp_path):
     work.mkdir()
     before_model, before_work = _tree(tiny), _tree(work)
     cli = [sys.executable, "-m", "onnxqa.cli"]
-    subprocess.run(cli + ["ask", str(tiny), "-q", "Who?", "-c", "Ada wrote it.", "--json"],
-                   cwd=work, check=True, capture_output=True)
+    subprocess.run(
+        cli + ["ask", str(tiny), "-q", "Who?", "-c", "Ada wrote it.", "--json"],
+        cwd=work,
+        check=True,
+        capture_output=True,
+    )
     assert _tree(work) == before_work
     preds = tmp_path / "preds.json"
-    subprocess.run(cli + ["eval", str(tiny), str(data), "--limit", "20", "--predictions", str(preds), "--quiet"],
-                   cwd=work, check=True, capture_output=True)
+    subprocess.run(
+        cli + ["eval", str(tiny), str(data), "--limit", "20", "--predictions", str(preds), "--quiet"],
+        cwd=work,
+        check=True,
+        capture_output=True,
+    )
     assert _tree(work) == before_work and _tree(tiny) == before_model
     assert len(json.loads(preds.read_text())) == 20
-    bad = subprocess.run(cli + ["eval", str(tiny), str(data), "--limit", "5", "--predictions",
-                                str(tiny / "p.json")], cwd=work, capture_output=True, text=True)
+    bad = subprocess.run(
+        cli + ["eval", str(tiny), str(data), "--limit", "5", "--predictions", str(tiny / "p.json")],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "model directory" in bad.stderr and _tree(tiny) == before_model

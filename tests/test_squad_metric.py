@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared_path
 
 from onnxqa.cli import main
 from onnxqa.squad import evaluate, load_squad, normalize_answer
+
+from conftest import shared_path
 
 
 def test_v20_bert_single():
@@ -39,18 +40,35 @@ def test_cli_scores_predictions_file(capsys):
     assert round(scores["f1"], 4) == 92.1956
 
 
-@pytest.mark.parametrize(("text", "norm"), [
-    ("The  Eiffel Tower!", "eiffel tower"), ("an apple, a pear", "apple pear"), ("Théâtre", "théâtre"),
-])
+@pytest.mark.parametrize(
+    ("text", "norm"),
+    [
+        ("The  Eiffel Tower!", "eiffel tower"),
+        ("an apple, a pear", "apple pear"),
+        ("Théâtre", "théâtre"),
+    ],
+)
 def test_normalization(text, norm):
     assert normalize_answer(text) == norm
 
 
 def test_best_threshold_search():
-    dataset = {"version": "v2.0", "data": [{"paragraphs": [{"context": "x", "qas": [
-        {"id": "a", "question": "?", "answers": [{"text": "red", "answer_start": 0}]},
-        {"id": "b", "question": "?", "answers": []},
-    ]}]}]}
+    dataset = {
+        "version": "v2.0",
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": "x",
+                        "qas": [
+                            {"id": "a", "question": "?", "answers": [{"text": "red", "answer_start": 0}]},
+                            {"id": "b", "question": "?", "answers": []},
+                        ],
+                    }
+                ]
+            }
+        ],
+    }
     # "b" wrongly answered with a high no-answer probability: a threshold below it fixes it
     s = evaluate(dataset, {"a": "red", "b": "blue"}, na_probs={"a": 0.1, "b": 0.9})
     assert s["exact"] == 50.0 and s["best_exact"] == 100.0 and s["best_exact_thresh"] == 0.1

@@ -1,9 +1,9 @@
 """onnxqa: fast extractive question answering with ONNX Runtime, no PyTorch at run time.
 
-    >>> import onnxqa
-    >>> qa = onnxqa.load("out/")                          # an `onnxqa export` directory
-    >>> qa("Who wrote it?", "It was written by Ada.")     # doctest: +SKIP
-    [Answer(text='Ada', score=0.93, start=18, end=21)]
+>>> import onnxqa
+>>> qa = onnxqa.load("out/")                          # an `onnxqa export` directory
+>>> qa("Who wrote it?", "It was written by Ada.")     # doctest: +SKIP
+[Answer(text='Ada', score=0.93, start=18, end=21)]
 """
 
 from ._errors import ExportError, InputError, ModelLoadError, OnnxQAError, ProviderError, ValidationError

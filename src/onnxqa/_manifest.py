@@ -56,9 +56,7 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path} is not valid JSON ({exc}); re-export the model") from exc
     fmt = _require(manifest, "format", int, "")
     if fmt != FORMAT_VERSION:
-        raise ModelLoadError(
-            f"{path} has format {fmt}, this onnxqa reads format {FORMAT_VERSION}; re-export the model"
-        )
+        raise ModelLoadError(f"{path} has format {fmt}, this onnxqa reads format {FORMAT_VERSION}; re-export the model")
     arch = _require(manifest, "architecture", dict, "")
     for key in ("num_layers", "num_heads", "hidden_size", "max_positions"):
         _require(arch, key, int, "architecture.")
@@ -98,7 +96,6 @@ def read_verified(model_dir: Path, name: str, sha256: str) -> bytes:
         raise ModelLoadError(f"cannot read {path}: {exc}") from exc
     if sha256_bytes(data) != sha256:
         raise ModelLoadError(
-            f"{path} does not match the hash in {MANIFEST} (truncated, corrupted or replaced); "
-            "re-export the model"
+            f"{path} does not match the hash in {MANIFEST} (truncated, corrupted or replaced); re-export the model"
         )
     return data

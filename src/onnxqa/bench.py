@@ -56,8 +56,12 @@ def latency_ms(answer_one: Any, pairs: list[tuple[str, str]], warmup: int = 5) -
         answer_one(q, c)
         times.append((time.perf_counter() - t0) * 1000)
     a = np.asarray(times)
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+    }
 
 
 def throughput(answer_all: Any, pairs: list[tuple[str, str]]) -> float:
@@ -100,16 +104,22 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for precision in precisions:
         qa = load(args.model_dir, device=device, precision=precision, threads=args.threads)
-        runs.append({
-            "precision": precision,
-            "device": qa.device,
-            "batch_size": args.batch_size,
-            "questions": len(pairs),
-            "latency_ms": latency_ms(qa, pairs),
-            "questions_per_s": throughput(lambda ps, qa=qa: qa.batch(ps, batch_size=args.batch_size), pairs),
-        })
-    result = {"model_dir": str(args.model_dir), "data": args.data or "built-in pairs",
-              "machine": machine_facts(), "runs": runs}
+        runs.append(
+            {
+                "precision": precision,
+                "device": qa.device,
+                "batch_size": args.batch_size,
+                "questions": len(pairs),
+                "latency_ms": latency_ms(qa, pairs),
+                "questions_per_s": throughput(lambda ps, qa=qa: qa.batch(ps, batch_size=args.batch_size), pairs),
+            }
+        )
+    result = {
+        "model_dir": str(args.model_dir),
+        "data": args.data or "built-in pairs",
+        "machine": machine_facts(),
+        "runs": runs,
+    }
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result

@@ -7,8 +7,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._errors import InputError, OnnxQAError
+
+if TYPE_CHECKING:
+    from .runtime import QuestionAnswerer
 
 __all__ = ["main"]
 
@@ -20,18 +24,23 @@ def _precisions(text: str) -> tuple[str, ...]:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportConfig, export
 
-    config = ExportConfig(precisions=_precisions(args.precision), force=args.force, atol=args.atol,
-                          opset=args.opset, progress=not args.quiet)
+    config = ExportConfig(
+        precisions=_precisions(args.precision),
+        force=args.force,
+        atol=args.atol,
+        opset=args.opset,
+        progress=not args.quiet,
+    )
     manifest = export(args.source, args.output_dir, config)
     variants = ", ".join(f"{k} ({v['file']})" for k, v in manifest["variants"].items())
     print(f"exported {args.source} to {args.output_dir}: {variants}")
     return 0
 
 
-def _load(args: argparse.Namespace, **options: object):  # noqa: ANN202
-    import onnxqa
+def _load(args: argparse.Namespace) -> QuestionAnswerer:
+    from .runtime import load
 
-    return onnxqa.load(args.model_dir, device=args.device, precision=args.precision, threads=args.threads, **options)
+    return load(args.model_dir, device=args.device, precision=args.precision, threads=args.threads)
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
@@ -74,9 +83,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         print(f"{result['machine']['cpu']} | onnxruntime {result['machine']['onnxruntime']}")
         for r in result["runs"]:
-            print(f"{r['precision']:>5} on {r['device']}: latency p50 {r['latency_ms']['p50']:.2f} ms, "
-                  f"p90 {r['latency_ms']['p90']:.2f} ms, p99 {r['latency_ms']['p99']:.2f} ms; "
-                  f"throughput {r['questions_per_s']:.1f} questions/s (batch {r['batch_size'] or 'default'})")
+            print(
+                f"{r['precision']:>5} on {r['device']}: latency p50 {r['latency_ms']['p50']:.2f} ms, "
+                f"p90 {r['latency_ms']['p90']:.2f} ms, p99 {r['latency_ms']['p99']:.2f} ms; "
+                f"throughput {r['questions_per_s']:.1f} questions/s (batch {r['batch_size'] or 'default'})"
+            )
     return 0
 
 
@@ -93,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a Hugging Face QA checkpoint to an onnxqa model directory")
     p.add_argument("source", help="hub id (e.g. deepset/tinyroberta-squad2) or local checkpoint directory")
     p.add_argument("output_dir")
-    p.add_argument("--precision", default="fp32,int8", help="comma-separated subset of fp32,int8,fp16 (default: fp32,int8)")
+    p.add_argument(
+        "--precision", default="fp32,int8", help="comma-separated subset of fp32,int8,fp16 (default: fp32,int8)"
+    )
     p.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it exists")
     p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| logit difference (default: 1e-4)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)")
@@ -113,13 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_ask)
 
     p = sub.add_parser("eval", help="EM/F1 on a SQuAD v1.1 or v2.0 file (official metric)")
-    p.add_argument("paths", nargs="+", metavar="[MODEL_DIR] DATA.json",
-                   help="a model directory and a SQuAD file, or only the SQuAD file with --score")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[MODEL_DIR] DATA.json",
+        help="a model directory and a SQuAD file, or only the SQuAD file with --score",
+    )
     p.add_argument("--score", metavar="PREDICTIONS.json", help="score this predictions file instead of running a model")
     p.add_argument("--na-prob", metavar="NA_PROBS.json", help="with --score: no-answer probabilities (v2.0)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--predictions", metavar="OUT.json", help="write predictions in the official format")
-    p.add_argument("--batch-size", type=int, default=None, help="windows per inference call (default: 1 on CPU, 64 on CUDA)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="windows per inference call (default: 1 on CPU, 64 on CUDA)"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _runtime_flags(p)
@@ -129,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir")
     p.add_argument("--data", help="SQuAD file to draw questions from (default: built-in pairs)")
     p.add_argument("-n", "--questions", type=int, default=200, help="questions per measurement (default: 200)")
-    p.add_argument("--batch-size", type=int, default=None, help="windows per inference call (default: 1 on CPU, 64 on CUDA)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="windows per inference call (default: 1 on CPU, 64 on CUDA)"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--output", metavar="OUT.json", help="also write the JSON result here")
     _runtime_flags(p, precision="all")

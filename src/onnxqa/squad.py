@@ -105,8 +105,9 @@ def _evaluate_v11(dataset: Mapping[str, Any], predictions: Mapping[str, str]) ->
     return {"exact_match": 100.0 * exact / total, "f1": 100.0 * f1 / total, "total": int(total), "missing": missing}
 
 
-def _best_thresh(preds: Mapping[str, str], scores: Mapping[str, float], na_probs: Mapping[str, float],
-                 has_ans: Mapping[str, bool]) -> tuple[float, float]:
+def _best_thresh(
+    preds: Mapping[str, str], scores: Mapping[str, float], na_probs: Mapping[str, float], has_ans: Mapping[str, bool]
+) -> tuple[float, float]:
     num_no_ans = sum(1 for k in has_ans if not has_ans[k])
     cur = best = float(num_no_ans)
     best_thresh = 0.0
@@ -123,8 +124,12 @@ def _best_thresh(preds: Mapping[str, str], scores: Mapping[str, float], na_probs
     return 100.0 * best / len(scores), best_thresh
 
 
-def _evaluate_v20(dataset: Mapping[str, Any], preds: Mapping[str, str],
-                  na_probs: Mapping[str, float] | None, na_prob_thresh: float = 1.0) -> dict[str, Any]:
+def _evaluate_v20(
+    dataset: Mapping[str, Any],
+    preds: Mapping[str, str],
+    na_probs: Mapping[str, float] | None,
+    na_prob_thresh: float = 1.0,
+) -> dict[str, Any]:
     has_ans: dict[str, bool] = {}
     exact_raw: dict[str, float] = {}
     f1_raw: dict[str, float] = {}
@@ -135,7 +140,10 @@ def _evaluate_v20(dataset: Mapping[str, Any], preds: Mapping[str, str],
                 has_ans[qid] = bool(qa["answers"])
                 golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
                 if qid not in preds:
-                    raise InputError(f"missing prediction for question {qid}; the v2.0 metric needs all of them")
+                    raise InputError(
+                        f"no prediction for question {qid}: the v2.0 metric needs one for every question "
+                        "(score a subset with --limit N)"
+                    )
                 pred = preds[qid]
                 exact_raw[qid] = max(float(normalize_answer(a) == normalize_answer(pred)) for a in golds)
                 f1_raw[qid] = max(_f1_v20(pred, a) for a in golds)
@@ -148,7 +156,11 @@ def _evaluate_v20(dataset: Mapping[str, Any], preds: Mapping[str, str],
 
     def block(qids: list[str]) -> dict[str, float]:
         n = len(qids)
-        return {"exact": 100.0 * sum(exact[k] for k in qids) / n, "f1": 100.0 * sum(f1[k] for k in qids) / n, "total": n}
+        return {
+            "exact": 100.0 * sum(exact[k] for k in qids) / n,
+            "f1": 100.0 * sum(f1[k] for k in qids) / n,
+            "total": n,
+        }
 
     out: dict[str, Any] = block(list(exact))
     for name, wanted in (("HasAns", True), ("NoAns", False)):
@@ -162,8 +174,12 @@ def _evaluate_v20(dataset: Mapping[str, Any], preds: Mapping[str, str],
     return out
 
 
-def evaluate(dataset: Mapping[str, Any], predictions: Mapping[str, str],
-             na_probs: Mapping[str, float] | None = None, version: str | None = None) -> dict[str, Any]:
+def evaluate(
+    dataset: Mapping[str, Any],
+    predictions: Mapping[str, str],
+    na_probs: Mapping[str, float] | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
     """Official SQuAD scores of ``predictions`` (question id -> answer text) on ``dataset``.
 
     v1.1: ``exact_match`` and ``f1``. v2.0: ``exact``, ``f1``, ``HasAns_*``, ``NoAns_*``, and with

@@ -53,7 +53,9 @@ class ExportConfig:
     def __post_init__(self) -> None:
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown or not self.precisions:
-            raise ExportError(f"precisions must be a non-empty subset of {', '.join(PRECISIONS)}, got {self.precisions}")
+            raise ExportError(
+                f"precisions must be a non-empty subset of {', '.join(PRECISIONS)}, got {self.precisions}"
+            )
         if not self.atol > 0:
             raise ExportError(f"atol must be positive, got {self.atol}")
 
@@ -78,7 +80,9 @@ def _resolve_source(source: str) -> Path:
 
 
 def _weights_sha256(src: Path) -> str:
-    files = sorted(p for p in src.iterdir() if p.name in WEIGHT_FILES or p.name.startswith("model-") and p.suffix == ".safetensors")
+    files = sorted(
+        p for p in src.iterdir() if p.name in WEIGHT_FILES or p.name.startswith("model-") and p.suffix == ".safetensors"
+    )
     if not files:
         raise ExportError(f"{src} has no weights ({' or '.join(WEIGHT_FILES)})")
     digest = hashlib.sha256()
@@ -130,7 +134,11 @@ def _fused_counts(onnx_model: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in onnx_model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    keep = ATTENTION_OPS + LAYERNORM_OPS + ("Gelu", "BiasGelu", "FastGelu", "MatMulInteger", "DynamicQuantizeLinear", "QAttention")
+    keep = (
+        ATTENTION_OPS
+        + LAYERNORM_OPS
+        + ("Gelu", "BiasGelu", "FastGelu", "MatMulInteger", "DynamicQuantizeLinear", "QAttention")
+    )
     return {op: counts[op] for op in keep if op in counts}
 
 
@@ -234,11 +242,20 @@ def _export_into(source: str, work: Path, config: ExportConfig) -> dict[str, Any
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             onnx_export_from_model(
-                model, raw, task="question-answering", opset=config.opset, do_validation=False,
-                no_post_process=True, preprocessors=[tokenizer],
+                model,
+                raw,
+                task="question-answering",
+                opset=config.opset,
+                do_validation=False,
+                no_post_process=True,
+                preprocessors=[tokenizer],
             )
         raw_model = raw / "model.onnx"
-        opset = next(o.version for o in onnx.load(raw_model, load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+        opset = next(
+            o.version
+            for o in onnx.load(raw_model, load_external_data=False).opset_import
+            if o.domain in ("", "ai.onnx")
+        )
         uses_types = "token_type_ids" in [i.name for i in onnx.load(raw_model, load_external_data=False).graph.input]
         arch["uses_token_type_ids"] = uses_types
 
@@ -246,8 +263,12 @@ def _export_into(source: str, work: Path, config: ExportConfig) -> dict[str, Any
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return optimize_model(
-                str(raw_model), model_type="bert", num_heads=arch["num_heads"],
-                hidden_size=arch["hidden_size"], opt_level=0, use_gpu=use_gpu,
+                str(raw_model),
+                model_type="bert",
+                num_heads=arch["num_heads"],
+                hidden_size=arch["hidden_size"],
+                opt_level=0,
+                use_gpu=use_gpu,
             )
 
     fp32_file = "model.fp32.onnx"
@@ -271,8 +292,14 @@ def _export_into(source: str, work: Path, config: ExportConfig) -> dict[str, Any
                 "the export is wrong for this checkpoint, nothing was written"
             )
     entry = _variant_entry(work, fp32_file, "fp32", opset, fused)
-    entry["validation"] = {"reference": "pytorch", "pairs": len(pairs), "windows": len(reference["inputs"]),
-                           "max_abs_diff": diff, "atol": config.atol, "passed": True}
+    entry["validation"] = {
+        "reference": "pytorch",
+        "pairs": len(pairs),
+        "windows": len(reference["inputs"]),
+        "max_abs_diff": diff,
+        "atol": config.atol,
+        "passed": True,
+    }
     manifest["variants"]["fp32"] = entry
     _write_manifest(work, manifest)
 
@@ -283,7 +310,9 @@ def _export_into(source: str, work: Path, config: ExportConfig) -> dict[str, Any
             fused8 = _fused_counts(onnx.load(work / int8_file))
             manifest["variants"]["int8"] = _variant_entry(work, int8_file, "int8", opset, fused8)
             manifest["variants"]["int8"]["quantization"] = {
-                "method": "dynamic", "weights": "int8, per channel", "activations": "uint8, per tensor, at run time",
+                "method": "dynamic",
+                "weights": "int8, per channel",
+                "activations": "uint8, per tensor, at run time",
                 "kept_fp32": f"{len(kept)} feed-forward output MatMuls (inputs after GELU)",
             }
             _write_manifest(work, manifest)
@@ -300,7 +329,13 @@ def _export_into(source: str, work: Path, config: ExportConfig) -> dict[str, Any
             manifest["variants"]["fp16"] = _variant_entry(work, fp16_file, "fp16", opset, _fused_counts(gpu.model))
             _write_manifest(work, manifest)
             if cuda_available():
-                manifest["variants"]["fp16"]["validation"] = _compare_answers(work, "fp16", pairs, "cuda", config, steps)
+                check = _compare_answers(work, "fp16", pairs, "cuda", config, steps)
+                fp16_logits = _onnx_logits(work / fp16_file, reference["inputs"], "cuda")
+                check["max_abs_diff_vs_fp32"] = max(
+                    float(np.abs(a - b).max()) for a, b in zip(fp16_logits, fp32_logits)
+                )
+                steps.note(f"max |fp16 - fp32| = {check['max_abs_diff_vs_fp32']:.2e} (logits, CUDA)")
+                manifest["variants"]["fp16"]["validation"] = check
             else:
                 manifest["variants"]["fp16"]["validation"] = {
                     "skipped": "CUDA unavailable at export: fp16 runs on the CUDA execution provider only"
@@ -331,15 +366,23 @@ def quantize_int8(fp32: Path, out: Path) -> list[str]:
     kept = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] in gelu_out and n.name]
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     quantize_dynamic(
-        fp32, out, per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=kept,
+        fp32,
+        out,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=kept,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     return kept
 
 
 def _torch_logits(
-    model: Any, tokenizer: Any, tokenizer_path: Path, manifest: dict[str, Any],
-    pairs: Sequence[tuple[str, str]], uses_types: bool,
+    model: Any,
+    tokenizer: Any,
+    tokenizer_path: Path,
+    manifest: dict[str, Any],
+    pairs: Sequence[tuple[str, str]],
+    uses_types: bool,
 ) -> dict[str, Any]:
     import torch
 
@@ -361,10 +404,11 @@ def _torch_logits(
     return {"inputs": inputs, "logits": logits}
 
 
-def _onnx_logits(path: Path, inputs: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
+def _onnx_logits(path: Path, inputs: Sequence[dict[str, np.ndarray]], device: str = "cpu") -> list[np.ndarray]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), providers=providers)
     out = []
     for feed in inputs:
         start, end = session.run(["start_logits", "end_logits"], feed)
@@ -373,8 +417,12 @@ def _onnx_logits(path: Path, inputs: Sequence[dict[str, np.ndarray]]) -> list[np
 
 
 def _compare_answers(
-    work: Path, precision: str, pairs: Sequence[tuple[str, str]], device: str,
-    config: ExportConfig, steps: Steps,
+    work: Path,
+    precision: str,
+    pairs: Sequence[tuple[str, str]],
+    device: str,
+    config: ExportConfig,
+    steps: Steps,
 ) -> dict[str, Any]:
     from ..runtime import QuestionAnswerer
 
@@ -389,5 +437,11 @@ def _compare_answers(
             f"(random or poorly conditioned weights quantize badly); measure with `onnxqa eval`",
             stacklevel=3,
         )
-    return {"reference": "fp32", "device": device, "pairs": len(pairs), "answers_equal": same,
-            "agreement": agreement, "passed": agreement >= config.min_agreement}
+    return {
+        "reference": "fp32",
+        "device": device,
+        "pairs": len(pairs),
+        "answers_equal": same,
+        "agreement": agreement,
+        "passed": agreement >= config.min_agreement,
+    }

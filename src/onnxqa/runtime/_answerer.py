@@ -98,10 +98,7 @@ class QuestionAnswerer:
         self._engine = Engine(model_bytes, self.device, SessionSettings(threads=threads, arena=arena))
 
     def __repr__(self) -> str:
-        return (
-            f"QuestionAnswerer({str(self.model_dir)!r}, device={self.device!r}, "
-            f"precision={self.precision!r})"
-        )
+        return f"QuestionAnswerer({str(self.model_dir)!r}, device={self.device!r}, precision={self.precision!r})"
 
     def __call__(self, question: str, context: str, **options: Any) -> list[Answer]:
         """The best answers to ``question`` in ``context``, best first."""
@@ -165,9 +162,7 @@ class QuestionAnswerer:
             by_pair[w.pair].append(i)
         for pair, context in enumerate(contexts):
             candidates = [
-                (s, e, score)
-                for i in by_pair[pair]
-                for (s, e), score in zip(decoded[i][0], decoded[i][1].tolist())
+                (s, e, score) for i in by_pair[pair] for (s, e), score in zip(decoded[i][0], decoded[i][1].tolist())
             ]
             null = min(decoded[i][2] for i in by_pair[pair])
             kept = null if opts.handle_impossible_answer else None
@@ -193,6 +188,7 @@ def load(
     device: str = "auto",
     precision: str = "auto",
     threads: int | None = None,
+    arena: bool = True,
     **options: Any,
 ) -> QuestionAnswerer:
     """Load an exported model directory.
@@ -200,12 +196,13 @@ def load(
     ``device``: ``"auto"`` (CUDA when its provider is really active, else CPU), ``"cpu"`` or
     ``"cuda"``. ``precision``: ``"auto"`` (int8 on CPU, fp16 on CUDA, else fp32), ``"fp32"``,
     ``"int8"`` or ``"fp16"``. ``threads``: onnxruntime intra-op threads (default: the
-    ``ONNXQA_THREADS`` environment variable, else one per physical core). Other keyword
-    arguments are default :class:`QAOptions` for every call.
+    ``ONNXQA_THREADS`` environment variable, else one per physical core). ``arena``:
+    onnxruntime's CPU memory arena (on by default; see BENCHMARKS.md for its effect on memory).
+    Other keyword arguments are default :class:`QAOptions` for every call.
 
     Raises:
         ModelLoadError: the directory is missing, incomplete, corrupted or inconsistent.
         ProviderError: the device is unknown or unavailable, or the precision does not suit it.
         InputError: an option is invalid.
     """
-    return QuestionAnswerer(model_dir, device=device, precision=precision, threads=threads, **options)
+    return QuestionAnswerer(model_dir, device=device, precision=precision, threads=threads, arena=arena, **options)

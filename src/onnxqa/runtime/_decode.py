@@ -114,7 +114,8 @@ def merge_answers(
     """Merge character spans (in window order) into the ``top_k`` best answers.
 
     Spans whose text is equal ignoring case are one answer: the first one's offsets, the sum of
-    their scores (capped at 1.0 once ranked). ``null_score`` (``None`` when impossible answers are not allowed) adds the empty
+    their scores (capped at 1.0 once ranked). ``null_score`` (``None`` when impossible answers are
+    not allowed) adds the empty
     answer.
     """
     merged: list[list] = []  # [start, end, score]

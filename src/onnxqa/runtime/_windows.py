@@ -77,9 +77,7 @@ class Windower:
             if tok is None:
                 tok = Tokenizer.from_str(self._json)
                 tok.no_padding()
-                tok.enable_truncation(
-                    max_seq_len, stride=doc_stride, strategy="only_second", direction="right"
-                )
+                tok.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second", direction="right")
                 self._by_shape[key] = tok
             return tok
 
@@ -118,9 +116,7 @@ class Windower:
         for i, enc in enumerate(tok.encode_batch(prepared)):
             for window in [enc, *enc.overflowing]:
                 ids = np.asarray(window.ids, dtype=np.int64)
-                allowed = np.fromiter(
-                    (s == 1 for s in window.sequence_ids), dtype=bool, count=len(ids)
-                )
+                allowed = np.fromiter((s == 1 for s in window.sequence_ids), dtype=bool, count=len(ids))
                 if self._cls is not None:
                     allowed |= ids == self._cls
                 out.append(
