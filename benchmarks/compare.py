@@ -462,7 +462,8 @@ def report(result: dict[str, Any], json_path: Path) -> str:
                     f"{a['NoAns_exact']:.2f} | {delta} |"
                 )
     if result["skipped"]:
-        lines += ["", "Skipped: " + "; ".join(result["skipped"])]
+        engines = sorted({s.split(" on ")[0].split(":")[0] for s in result["skipped"]})
+        lines += ["", f"Not measured here: {', '.join(engines)} (needs a CUDA execution provider or a missing peer)."]
     return "\n".join(lines) + "\n"
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import shared_path
-
 from onnxqa.cli import main
+
+from conftest import shared_path
 
 
 def test_ask_text_and_json(tiny, capsys, tmp_path):
