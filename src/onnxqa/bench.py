@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +78,9 @@ def _pairs(data: str | None, n: int) -> list[tuple[str, str]]:
         _, questions = load_squad(data)
         pairs = [(q.question, q.context) for q in questions[:n]]
     else:
-        text = resources.files("onnxqa.export").joinpath("validation_pairs.json").read_text(encoding="utf-8")
-        base = [(p["question"], p["context"]) for p in json.loads(text)]
+        from .export._exporter import validation_pairs
+
+        base = validation_pairs()
         pairs = [base[i % len(base)] for i in range(n)]
     if not pairs:
         raise InputError("no questions to benchmark")

@@ -110,7 +110,8 @@ def _architecture(config: Any) -> dict[str, Any]:
     }
 
 
-def _validation_pairs() -> list[tuple[str, str]]:
+def validation_pairs() -> list[tuple[str, str]]:
+    """The bundled question/context pairs used to validate exports (and by `onnxqa bench` by default)."""
     text = resources.files("onnxqa.export").joinpath("validation_pairs.json").read_text(encoding="utf-8")
     return [(p["question"], p["context"]) for p in json.loads(text)]
 
@@ -251,12 +252,10 @@ def _export_into(source: str, work: Path, config: ExportConfig) -> dict[str, Any
                 preprocessors=[tokenizer],
             )
         raw_model = raw / "model.onnx"
-        opset = next(
-            o.version
-            for o in onnx.load(raw_model, load_external_data=False).opset_import
-            if o.domain in ("", "ai.onnx")
-        )
-        uses_types = "token_type_ids" in [i.name for i in onnx.load(raw_model, load_external_data=False).graph.input]
+        raw_proto = onnx.load(raw_model, load_external_data=False)
+        opset = next(o.version for o in raw_proto.opset_import if o.domain in ("", "ai.onnx"))
+        uses_types = "token_type_ids" in [i.name for i in raw_proto.graph.input]
+        del raw_proto
         arch["uses_token_type_ids"] = uses_types
 
     def optimized(use_gpu: bool) -> Any:
@@ -280,7 +279,7 @@ def _export_into(source: str, work: Path, config: ExportConfig) -> dict[str, Any
         if not any(fused.get(op) for op in ATTENTION_OPS) or not any(fused.get(op) for op in LAYERNORM_OPS):
             raise ExportError(f"the optimizer fused no attention or layer norm ({fused}); graph not recognised")
 
-    pairs = _validation_pairs()
+    pairs = validation_pairs()
     with steps.step(f"validating fp32 against PyTorch on {len(pairs)} question/context pairs"):
         reference = _torch_logits(model, tokenizer, work / tokenizer_file, manifest, pairs, uses_types)
         fp32_logits = _onnx_logits(work / fp32_file, reference["inputs"])
