@@ -21,6 +21,7 @@ import onnxqa
 from onnxqa.squad import load_squad
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+OUT = Path(__file__).resolve().parent / "out"
 
 
 def main() -> None:
@@ -54,6 +55,8 @@ def main() -> None:
 
     opts = ort.SessionOptions()
     opts.enable_profiling = True
+    OUT.mkdir(parents=True, exist_ok=True)  # an ignored folder: profiles are run outputs, never committed
+    opts.profile_file_prefix = str(OUT / "onnxruntime_profile")
     manifest = json.loads((Path(args.model_dir) / "onnxqa.json").read_text())
     sess = ort.InferenceSession(
         str(Path(args.model_dir) / manifest["variants"][args.precision]["file"]),

@@ -53,11 +53,11 @@ def test_interrupted_export_leaves_nothing(checkpoint, tmp_path, monkeypatch, st
 def test_interrupted_forced_export_keeps_the_old_directory(checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "model"
     out.mkdir()
-    (out / "onnxqa.json").write_text('{"old": true}')
+    (out / "onnxqa.json").write_text('{"format": 1, "old": true}')
     _interrupt_at(monkeypatch, 3, KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         export(str(checkpoint), out, ExportConfig(force=True, progress=False))
-    assert json.loads((out / "onnxqa.json").read_text()) == {"old": True}
+    assert json.loads((out / "onnxqa.json").read_text()) == {"format": 1, "old": True}
     assert _leftovers(tmp_path) == ["model"]
 
 
@@ -69,9 +69,10 @@ def test_existing_output_refused_without_force(checkpoint, tmp_path):
     assert _leftovers(out) == []
 
 
-def test_force_replaces(checkpoint, tmp_path):
+def test_force_replaces_a_model_directory(checkpoint, tmp_path):
     out = tmp_path / "model"
     out.mkdir()
+    (out / "onnxqa.json").write_text('{"format": 1}')
     (out / "stale.txt").write_text("old")
     manifest = export(str(checkpoint), out, ExportConfig(precisions=("int8",), force=True, progress=False))
     assert set(manifest["variants"]) == {"int8"}

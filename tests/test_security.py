@@ -35,9 +35,20 @@ def test_runtime_source_has_no_code_loading():
             assert banned not in source, f"{path.name} contains {banned}"
 
 
-class _Boom:
+class WritesFile:
+    """A pickle payload: unpickling it creates ``path`` (the proof that it was executed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
     def __reduce__(self):
-        return (Path("/nonexistent").joinpath, ("executed",))
+        return (open, (str(self.path), "w"))
+
+
+def test_the_pickle_payload_really_executes(tmp_path):
+    sentinel = tmp_path / "executed"
+    pickle.loads(pickle.dumps(WritesFile(sentinel)))
+    assert sentinel.exists()  # so its absence below means it was never unpickled
 
 
 def test_loading_ignores_code_in_the_directory(tiny, tmp_path):
@@ -46,7 +57,7 @@ def test_loading_ignores_code_in_the_directory(tiny, tmp_path):
     sentinel = tmp_path / "sentinel"
     (model / "__init__.py").write_text(f"open({str(sentinel)!r}, 'w').write('x')\n")
     (model / "modeling_evil.py").write_text(f"open({str(sentinel)!r}, 'w').write('x')\n")
-    (model / "pytorch_model.bin").write_bytes(pickle.dumps(_Boom()))
+    (model / "pytorch_model.bin").write_bytes(pickle.dumps(WritesFile(sentinel)))
     (model / "config.json").write_text(json.dumps({"auto_map": {"AutoModel": "modeling_evil.Evil"}}))
     qa = onnxqa.load(model, device="cpu")
     assert qa("Who?", "Ada wrote it.")
@@ -54,7 +65,7 @@ def test_loading_ignores_code_in_the_directory(tiny, tmp_path):
 
 
 def _graph_with_external_data(location: str) -> bytes:
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
     w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
@@ -66,7 +77,6 @@ def _graph_with_external_data(location: str) -> bytes:
     graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], initializer=[w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10  # what onnxruntime reads; onnx writes a newer one by default
-    assert onnx.checker is not None
     return model.SerializeToString()
 
 

@@ -6,7 +6,15 @@
 [Answer(text='Ada', score=0.93, start=18, end=21)]
 """
 
-from ._errors import ExportError, InputError, ModelLoadError, OnnxQAError, ProviderError, ValidationError
+from ._errors import (
+    ExportError,
+    InferenceError,
+    InputError,
+    ModelLoadError,
+    OnnxQAError,
+    ProviderError,
+    ValidationError,
+)
 from .runtime import Answer, QAOptions, QuestionAnswerer, load
 
 __version__ = "0.1.0"
@@ -14,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Answer",
     "ExportError",
+    "InferenceError",
     "InputError",
     "ModelLoadError",
     "OnnxQAError",

@@ -6,6 +6,7 @@ Every error onnxqa raises on purpose is an :class:`OnnxQAError`::
     ├── InputError         a question, context or option the caller passed is unusable
     ├── ModelLoadError     a model directory is missing, incomplete, corrupted or inconsistent
     ├── ProviderError      the requested device / execution provider is not really available
+    ├── InferenceError     the model produced unusable numbers (NaN or infinite logits)
     └── ExportError        a checkpoint could not be exported
         └── ValidationError    the exported graph disagrees with PyTorch beyond tolerance
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "ExportError",
+    "InferenceError",
     "InputError",
     "ModelLoadError",
     "OnnxQAError",
@@ -38,6 +40,10 @@ class ModelLoadError(OnnxQAError):
 
 class ProviderError(OnnxQAError):
     """The requested device or precision cannot run here (e.g. CUDA asked for but not active)."""
+
+
+class InferenceError(OnnxQAError):
+    """The model produced NaN or infinite logits (e.g. an fp16 overflow): no answer is made from them."""
 
 
 class ExportError(OnnxQAError):

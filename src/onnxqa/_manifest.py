@@ -12,7 +12,15 @@ from typing import Any
 
 from ._errors import ModelLoadError
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "PRECISIONS", "read_manifest", "sha256_bytes", "sha256_file"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "PRECISIONS",
+    "read_manifest",
+    "sha256_bytes",
+    "sha256_file",
+    "variant_status",
+]
 
 MANIFEST = "onnxqa.json"
 FORMAT_VERSION = 1
@@ -75,6 +83,19 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
         _require(variant, "file", str, f"variants.{name}.")
         _require(variant, "sha256", str, f"variants.{name}.")
     return manifest
+
+
+def variant_status(variant: dict[str, Any]) -> str:
+    """``"passed"``, ``"failed"`` or ``"unvalidated"``: what the export's check of a variant decided."""
+    validation = variant.get("validation")
+    if not isinstance(validation, dict):
+        return "unvalidated"
+    status = validation.get("status")
+    if status in ("passed", "failed", "unvalidated"):
+        return str(status)
+    if "passed" in validation:  # manifests written before the status field
+        return "passed" if validation["passed"] is True else "failed"
+    return "unvalidated"
 
 
 def safe_member(model_dir: Path, name: str) -> Path:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError
+from ._paths import check_not_overlapping, write_text_atomic
 
 __all__ = ["latency_ms", "machine_facts", "run_bench", "throughput"]
 
@@ -78,7 +79,7 @@ def _pairs(data: str | None, n: int) -> list[tuple[str, str]]:
         _, questions = load_squad(data)
         pairs = [(q.question, q.context) for q in questions[:n]]
     else:
-        from .export._exporter import validation_pairs
+        from .export import validation_pairs
 
         base = validation_pairs()
         pairs = [base[i % len(base)] for i in range(n)]
@@ -94,6 +95,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.questions < 1:
         raise InputError(f"--questions must be >= 1, got {args.questions}")
+    if args.output:
+        inputs = [("the model directory", Path(args.model_dir))] + (
+            [("the data file", Path(args.data))] if args.data else []
+        )
+        check_not_overlapping(Path(args.output), inputs, InputError)
     pairs = _pairs(args.data, args.questions)
     device = resolve_device(args.device)
     probe = load(args.model_dir, device=device, precision="fp32" if args.precision == "all" else args.precision)
@@ -121,5 +127,5 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "runs": runs,
     }
     if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2), encoding="utf-8")
+        write_text_atomic(Path(args.output), json.dumps(result, indent=2))
     return result

@@ -28,6 +28,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         precisions=_precisions(args.precision),
         force=args.force,
         atol=args.atol,
+        tokenizer=args.tokenizer,
         opset=args.opset,
         progress=not args.quiet,
     )
@@ -107,7 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision", default="fp32,int8", help="comma-separated subset of fp32,int8,fp16 (default: fp32,int8)"
     )
-    p.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it exists")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUTPUT_DIR if it is an onnxqa model directory (never any other directory)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        metavar="PATH_OR_ID",
+        default=None,
+        help="take the tokenizer files from this directory or hub id (for checkpoints saved without them)",
+    )
     p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| logit difference (default: 1e-4)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

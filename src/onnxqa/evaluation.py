@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InputError
+from ._paths import check_not_overlapping, write_text_atomic
 from ._progress import Bar
 from .squad import evaluate, load_squad, restrict, squad_version
 
@@ -66,8 +67,9 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     if len(args.paths) != 2:
         raise InputError("pass a model directory and a SQuAD file: onnxqa eval MODEL_DIR DATA.json")
     model_dir, data = args.paths
-    if args.predictions and Path(args.predictions).resolve().is_relative_to(Path(model_dir).resolve()):
-        raise InputError("--predictions must not point into the model directory")
+    if args.predictions:
+        inputs = [("the model directory", Path(model_dir)), ("the SQuAD file", Path(data))]
+        check_not_overlapping(Path(args.predictions), inputs, InputError)
     dataset, questions = load_squad(data)
     version = squad_version(dataset)
     if args.limit is not None:
@@ -80,7 +82,7 @@ def run_eval(args: argparse.Namespace) -> dict[str, Any]:
     preds, na_probs = predict(qa, questions, v2=version == "2.0", batch_size=args.batch_size, progress=not args.quiet)
     seconds = time.perf_counter() - t0
     if args.predictions:
-        Path(args.predictions).write_text(json.dumps(preds, ensure_ascii=False, indent=1), encoding="utf-8")
+        write_text_atomic(Path(args.predictions), json.dumps(preds, ensure_ascii=False, indent=1))
     scores = evaluate(dataset, preds, na_probs if version == "2.0" else None, version)
     return {
         "model_dir": model_dir,

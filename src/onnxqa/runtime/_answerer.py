@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError, ModelLoadError, ProviderError
-from .._manifest import PRECISIONS, read_manifest, read_verified
+from .._manifest import PRECISIONS, read_manifest, read_verified, variant_status
 from ._answer import Answer, QAOptions
 from ._decode import best_spans, merge_answers, spans_to_chars
 from ._session import Engine, SessionSettings, default_threads, resolve_device
@@ -18,34 +19,55 @@ from ._windows import Window, Windower, check_text
 
 __all__ = ["QuestionAnswerer", "load"]
 
-# precision="auto" picks the first of these the model directory has
+# precision="auto" picks the first of these that passed its check at export (see _pick_precision)
 _AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
 _SUITED = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}
+_warned: set[tuple[str, str]] = set()  # (model directory, precision) already warned about
 
 
-def _pick_precision(variants: dict[str, Any], device: str, precision: str) -> str:
+def _pick_precision(model_dir: Path, variants: dict[str, Any], device: str, precision: str) -> str:
+    """The variant to load: an explicit ``precision``, or for ``"auto"`` the first of the device's
+    candidates that passed its check at export; an unvalidated one only when none passed, a failed
+    one never while another exists. Choosing a variant that did not pass warns once."""
     if precision == "auto":
-        for candidate in _AUTO_PRECISION[device]:
-            if candidate in variants:
-                return candidate
-        raise ModelLoadError(
-            f"the model directory has no variant that runs on {device} (has: {', '.join(variants)}); "
-            f"re-export with --precision {','.join(_SUITED[device])}"
-        )
-    if precision not in PRECISIONS:
+        present = [p for p in _AUTO_PRECISION[device] if p in variants]
+        if not present:
+            raise ModelLoadError(
+                f"the model directory has no variant that runs on {device} (has: {', '.join(variants)}); "
+                f"re-export with --precision {','.join(_SUITED[device])}"
+            )
+        rank = {"passed": 0, "unvalidated": 1, "failed": 2}
+        chosen = min(present, key=lambda p: rank[variant_status(variants[p])])
+    elif precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; use auto, {', '.join(PRECISIONS)}")
-    if precision not in _SUITED[device]:
+    elif precision not in _SUITED[device]:
         other = "cuda" if device == "cpu" else "cpu"
         raise ProviderError(
             f"precision {precision!r} is not suited to device {device!r} (it is built for {other}); "
             f"on {device} use {' or '.join(_SUITED[device])}"
         )
-    if precision not in variants:
+    elif precision not in variants:
         raise ModelLoadError(
             f"the model directory has no {precision} variant (has: {', '.join(variants)}); "
             f"re-export with --precision including {precision}"
         )
-    return precision
+    else:
+        chosen = precision
+    status = variant_status(variants[chosen])
+    key = (str(model_dir.resolve()), chosen)
+    if status != "passed" and key not in _warned:
+        _warned.add(key)
+        why = variants[chosen].get("validation", {})
+        detail = "; ".join(why.get("failed_because", [])) or why.get("reason", "") if isinstance(why, dict) else ""
+        warnings.warn(
+            f"using the {chosen} variant of {model_dir}, which {'failed' if status == 'failed' else 'did not get'} "
+            f"its check against {'fp32' if chosen != 'fp32' else 'PyTorch'} at export"
+            + (f" ({detail})" if detail else "")
+            + "; its answers may differ: measure with `onnxqa eval`",
+            UserWarning,
+            stacklevel=4,
+        )
+    return chosen
 
 
 class QuestionAnswerer:
@@ -69,7 +91,7 @@ class QuestionAnswerer:
         self.manifest = read_manifest(self.model_dir)
         self.device = resolve_device(device)
         variants = self.manifest["variants"]
-        self.precision = _pick_precision(variants, self.device, precision)
+        self.precision = _pick_precision(self.model_dir, variants, self.device, precision)
         arch, tok = self.manifest["architecture"], self.manifest["tokenizer"]
         self._max_positions = int(arch["max_positions"])
         self._model_max_length = int(tok["model_max_length"])

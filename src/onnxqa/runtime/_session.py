@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .._errors import ModelLoadError, ProviderError
+from .._errors import InferenceError, InputError, ModelLoadError, ProviderError
 
 __all__ = ["DEVICES", "Engine", "cuda_available", "resolve_device"]
 
@@ -122,13 +122,24 @@ class Engine:
     def run(
         self, input_ids: np.ndarray, type_ids: np.ndarray, attention_mask: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end logits, float32, shaped like ``input_ids``."""
+        """Start and end logits, float32, shaped like ``input_ids``.
+
+        Raises:
+            InferenceError: the model produced NaN or infinite logits.
+        """
         available = {"input_ids": input_ids, "token_type_ids": type_ids, "attention_mask": attention_mask}
         feed = {name: available[name] for name in self.input_names}
         if self._bound:
-            return self._run_bound(feed)
-        start, end = self.session.run(["start_logits", "end_logits"], feed)
-        return np.asarray(start, dtype=np.float32), np.asarray(end, dtype=np.float32)
+            start, end = self._run_bound(feed)
+        else:
+            raw_start, raw_end = self.session.run(["start_logits", "end_logits"], feed)
+            start, end = np.asarray(raw_start, dtype=np.float32), np.asarray(raw_end, dtype=np.float32)
+        if not (np.isfinite(start).all() and np.isfinite(end).all()):
+            raise InferenceError(
+                "the model produced NaN or infinite logits, so no answer can be made from them (an fp16 overflow, "
+                "or a broken export); use the fp32 variant, or re-export"
+            )
+        return start, end
 
     def _run_bound(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """IO binding: inputs copied to the device once, logits written into output OrtValues kept on
@@ -151,6 +162,14 @@ class Engine:
 
 
 def default_threads() -> int | None:
-    """Threads from ``ONNXQA_THREADS`` when set, else onnxruntime's default."""
-    value = os.environ.get("ONNXQA_THREADS")
-    return int(value) if value else None
+    """Threads from ``ONNXQA_THREADS`` when set, else onnxruntime's default.
+
+    Raises:
+        InputError: ``ONNXQA_THREADS`` is not a positive integer.
+    """
+    value = os.environ.get("ONNXQA_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"ONNXQA_THREADS must be a positive integer (onnxruntime intra-op threads), got {value!r}")
+    return int(value)

@@ -1,0 +1,95 @@
+"""Question/context pairs for checking exports: the bundled hand-written ones plus generated ones.
+
+The generated pairs are written from templates and invented names with a fixed seed: short,
+factual, SQuAD-like paragraphs (one window each) with questions whose answers are in the text.
+They are original text made here, so they carry no licence of any dataset. Enough of them (200
+by default) that one borderline question cannot decide whether a quantized variant passes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from importlib import resources
+
+__all__ = ["check_pairs", "generated_pairs", "validation_pairs"]
+
+_FIRST = [
+    "Margaret",
+    "Tomas",
+    "Aiko",
+    "Rahul",
+    "Ingrid",
+    "Kwame",
+    "Lucia",
+    "Dmitri",
+    "Amara",
+    "Henrik",
+    "Sofia",
+    "Omar",
+]
+_LAST = ["Ellison", "Varga", "Nakamura", "Mehta", "Lindqvist", "Mensah", "Ferreira", "Volkov", "Okafor", "Brandt"]
+_PLACES = ["Harlow", "Port Ainsley", "Kestrel Bay", "Montclair", "Ostrava", "Valdemar", "Sunmere", "Lakeshore"]
+_THINGS = [
+    ("bridge", "built", "spans", "metres across the river"),
+    ("library", "founded", "holds", "thousand books"),
+    ("observatory", "opened", "has", "telescopes on its roof"),
+    ("railway", "completed", "runs for", "kilometres through the valley"),
+    ("museum", "established", "displays", "paintings from the old guilds"),
+    ("hospital", "opened", "has", "beds in its east wing"),
+    ("canal", "dug", "stretches", "kilometres to the sea"),
+    ("school", "founded", "teaches", "pupils every year"),
+]
+_MATERIALS = ["stone", "steel", "brick", "timber", "glass", "concrete"]
+_REASONS = [
+    "the old ferry could no longer carry the traffic",
+    "the town council wanted a place for public lectures",
+    "merchants needed a faster route to the harbour",
+    "a fire had destroyed the earlier building",
+    "the population had doubled in twenty years",
+]
+
+
+def validation_pairs() -> list[tuple[str, str]]:
+    """The bundled hand-written pairs (also the default questions of `onnxqa bench`)."""
+    text = resources.files("onnxqa.export").joinpath("validation_pairs.json").read_text(encoding="utf-8")
+    return [(p["question"], p["context"]) for p in json.loads(text)]
+
+
+def generated_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` generated pairs, the same for the same ``n`` and ``seed``."""
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str]] = []
+    while len(pairs) < n:
+        thing, verb, measure_verb, unit = rng.choice(_THINGS)
+        person = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+        funder = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+        place = rng.choice(_PLACES)
+        year = rng.randint(1820, 1990)
+        size = rng.randint(12, 950)
+        material = rng.choice(_MATERIALS)
+        reason = rng.choice(_REASONS)
+        name = f"The {place} {thing.title()}"
+        sentences = [
+            f"{name} was {verb} in {year} by {person}.",
+            f"It {measure_verb} {size} {unit} and is made mostly of {material}.",
+            f"The project was paid for by {funder}, because {reason}.",
+            f"Today the {thing} is one of the best known sights of {place}.",
+        ]
+        rng.shuffle(sentences[1:])
+        context = " ".join(sentences)
+        questions = [
+            f"Who {verb} the {thing} in {place}?",
+            f"In which year was the {thing} {verb}?",
+            f"What is the {thing} made of?",
+            f"Who paid for the {thing}?",
+            f"Why was the {thing} {verb}?",
+            f"How much does the {thing} have or measure?",
+        ]
+        pairs.append((rng.choice(questions), context))
+    return pairs
+
+
+def check_pairs(n_generated: int) -> list[tuple[str, str]]:
+    """The bundled pairs followed by ``n_generated`` generated ones."""
+    return validation_pairs() + generated_pairs(n_generated)
