@@ -6,20 +6,32 @@
 [Answer(text='Ada', score=0.93, start=18, end=21)]
 """
 
-from ._errors import ExportError, InputError, ModelLoadError, OnnxQAError, ProviderError, ValidationError
-from .runtime import Answer, QAOptions, QuestionAnswerer, load
+from ._errors import (
+    ExportError,
+    InputError,
+    ModelLoadError,
+    OnnxQAError,
+    OverloadedError,
+    ProviderError,
+    RequestTimeoutError,
+    ValidationError,
+)
+from .runtime import Answer, BatchSettings, QAOptions, QuestionAnswerer, load
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Answer",
+    "BatchSettings",
     "ExportError",
     "InputError",
     "ModelLoadError",
     "OnnxQAError",
+    "OverloadedError",
     "ProviderError",
     "QAOptions",
     "QuestionAnswerer",
+    "RequestTimeoutError",
     "ValidationError",
     "__version__",
     "load",

@@ -6,6 +6,8 @@ Every error onnxqa raises on purpose is an :class:`OnnxQAError`::
     ├── InputError         a question, context or option the caller passed is unusable
     ├── ModelLoadError     a model directory is missing, incomplete, corrupted or inconsistent
     ├── ProviderError      the requested device / execution provider is not really available
+    ├── OverloadedError    the request queue is full: retry later
+    ├── RequestTimeoutError    a request was not answered within its timeout
     └── ExportError        a checkpoint could not be exported
         └── ValidationError    the exported graph disagrees with PyTorch beyond tolerance
 
@@ -19,7 +21,9 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "OnnxQAError",
+    "OverloadedError",
     "ProviderError",
+    "RequestTimeoutError",
     "ValidationError",
 ]
 
@@ -38,6 +42,21 @@ class ModelLoadError(OnnxQAError):
 
 class ProviderError(OnnxQAError):
     """The requested device or precision cannot run here (e.g. CUDA asked for but not active)."""
+
+
+class OverloadedError(OnnxQAError):
+    """Too many requests are waiting: this one was refused at once, without queueing.
+
+    ``retry_after`` is a suggested wait in seconds before trying again.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimeoutError(OnnxQAError, TimeoutError):
+    """A request was not answered within its timeout; work not yet started for it was dropped."""
 
 
 class ExportError(OnnxQAError):

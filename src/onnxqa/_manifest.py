@@ -12,7 +12,15 @@ from typing import Any
 
 from ._errors import ModelLoadError
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "PRECISIONS", "read_manifest", "sha256_bytes", "sha256_file"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "PRECISIONS",
+    "batch_invariant",
+    "read_manifest",
+    "sha256_bytes",
+    "sha256_file",
+]
 
 MANIFEST = "onnxqa.json"
 FORMAT_VERSION = 1
@@ -75,6 +83,19 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
         _require(variant, "file", str, f"variants.{name}.")
         _require(variant, "sha256", str, f"variants.{name}.")
     return manifest
+
+
+def batch_invariant(name: str, variant: dict[str, Any]) -> bool:
+    """Whether a window's logits under this variant are independent of its batch neighbours.
+
+    Not so for dynamic quantization (the exporter's int8): activation scales are computed per
+    inference call over the whole batch, so other windows in the call shift a window's scores. A
+    variant without a quantization record counts as dynamic when its precision is int8.
+    """
+    quantization = variant.get("quantization")
+    if isinstance(quantization, dict):
+        return quantization.get("method") != "dynamic"
+    return name != "int8"
 
 
 def safe_member(model_dir: Path, name: str) -> Path:
