@@ -1,4 +1,4 @@
-"""``import onnxqa`` and answering never import torch, transformers or optimum."""
+"""``import onnxqa`` and answering never import torch, transformers or optimum, nor the serving stack."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ import json, sys
 import onnxqa
 qa = onnxqa.load(sys.argv[1], device="cpu")
 answers = qa("Who designed the bridge?", "The bridge was designed by Margaret Ellison in 1931.")
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum", "onnx"))
+import asyncio
+pair = ("Who designed it?", "It was designed by Ada.")
+assert asyncio.run(qa.answer_async(*pair)) == qa(*pair)
+qa.close()
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in (
+    "torch", "transformers", "optimum", "onnx", "fastapi", "uvicorn", "starlette", "prometheus_client"
+))
 print(json.dumps({"answer": answers[0].text, "heavy": heavy}))
 """
 

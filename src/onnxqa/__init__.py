@@ -12,23 +12,28 @@ from ._errors import (
     InputError,
     ModelLoadError,
     OnnxQAError,
+    OverloadedError,
     ProviderError,
+    RequestTimeoutError,
     ValidationError,
 )
-from .runtime import Answer, QAOptions, QuestionAnswerer, load
+from .runtime import Answer, BatchSettings, QAOptions, QuestionAnswerer, load
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Answer",
+    "BatchSettings",
     "ExportError",
     "InferenceError",
     "InputError",
     "ModelLoadError",
     "OnnxQAError",
+    "OverloadedError",
     "ProviderError",
     "QAOptions",
     "QuestionAnswerer",
+    "RequestTimeoutError",
     "ValidationError",
     "__version__",
     "load",

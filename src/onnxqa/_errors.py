@@ -7,6 +7,8 @@ Every error onnxqa raises on purpose is an :class:`OnnxQAError`::
     ├── ModelLoadError     a model directory is missing, incomplete, corrupted or inconsistent
     ├── ProviderError      the requested device / execution provider is not really available
     ├── InferenceError     the model produced unusable numbers (NaN or infinite logits)
+    ├── OverloadedError    the request queue is full: retry later
+    ├── RequestTimeoutError    a request was not answered within its timeout
     └── ExportError        a checkpoint could not be exported
         └── ValidationError    the exported graph disagrees with PyTorch beyond tolerance
 
@@ -21,7 +23,9 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "OnnxQAError",
+    "OverloadedError",
     "ProviderError",
+    "RequestTimeoutError",
     "ValidationError",
 ]
 
@@ -44,6 +48,21 @@ class ProviderError(OnnxQAError):
 
 class InferenceError(OnnxQAError):
     """The model produced NaN or infinite logits (e.g. an fp16 overflow): no answer is made from them."""
+
+
+class OverloadedError(OnnxQAError):
+    """Too many requests are waiting: this one was refused at once, without queueing.
+
+    ``retry_after`` is a suggested wait in seconds before trying again.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimeoutError(OnnxQAError, TimeoutError):
+    """A request was not answered within its timeout; work not yet started for it was dropped."""
 
 
 class ExportError(OnnxQAError):

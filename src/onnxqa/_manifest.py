@@ -16,6 +16,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "PRECISIONS",
+    "batch_invariant",
     "read_manifest",
     "sha256_bytes",
     "sha256_file",
@@ -96,6 +97,19 @@ def variant_status(variant: dict[str, Any]) -> str:
     if "passed" in validation:  # manifests written before the status field
         return "passed" if validation["passed"] is True else "failed"
     return "unvalidated"
+
+
+def batch_invariant(name: str, variant: dict[str, Any]) -> bool:
+    """Whether a window's logits under this variant are independent of its batch neighbours.
+
+    Not so for dynamic quantization (the exporter's int8): activation scales are computed per
+    inference call over the whole batch, so other windows in the call shift a window's scores. A
+    variant without a quantization record counts as dynamic when its precision is int8.
+    """
+    quantization = variant.get("quantization")
+    if isinstance(quantization, dict):
+        return quantization.get("method") != "dynamic"
+    return name != "int8"
 
 
 def safe_member(model_dir: Path, name: str) -> Path:

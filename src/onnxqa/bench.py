@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -88,44 +87,58 @@ def _pairs(data: str | None, n: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+def run_bench(
+    model_dir: str,
+    *,
+    data: str | None = None,
+    questions: int = 200,
+    batch_size: int | None = None,
+    device: str = "auto",
+    precision: str = "all",
+    threads: int | None = None,
+    output: str | None = None,
+) -> dict[str, Any]:
+    """Latency and throughput of ``model_dir`` for one precision, or every one suited to the device
+    (``precision="all"``), on ``questions`` questions of ``data`` (default: built-in pairs).
+
+    Raises:
+        InputError: bad arguments; ModelLoadError / ProviderError from loading.
+    """
     from .runtime import load
     from .runtime._answerer import _SUITED
     from .runtime._session import resolve_device
 
-    if args.questions < 1:
-        raise InputError(f"--questions must be >= 1, got {args.questions}")
-    if args.output:
-        inputs = [("the model directory", Path(args.model_dir))] + (
-            [("the data file", Path(args.data))] if args.data else []
-        )
-        check_not_overlapping(Path(args.output), inputs, InputError)
-    pairs = _pairs(args.data, args.questions)
-    device = resolve_device(args.device)
-    probe = load(args.model_dir, device=device, precision="fp32" if args.precision == "all" else args.precision)
-    if args.precision == "all":
+    if questions < 1:
+        raise InputError(f"--questions must be >= 1, got {questions}")
+    if output:
+        inputs = [("the model directory", Path(model_dir))] + ([("the data file", Path(data))] if data else [])
+        check_not_overlapping(Path(output), inputs, InputError)
+    pairs = _pairs(data, questions)
+    device = resolve_device(device)
+    probe = load(model_dir, device=device, precision="fp32" if precision == "all" else precision)
+    if precision == "all":
         precisions = [p for p in _SUITED[device] if p in probe.manifest["variants"]]
     else:
         precisions = [probe.precision]
     runs = []
-    for precision in precisions:
-        qa = load(args.model_dir, device=device, precision=precision, threads=args.threads)
+    for name in precisions:
+        qa = load(model_dir, device=device, precision=name, threads=threads)
         runs.append(
             {
-                "precision": precision,
+                "precision": name,
                 "device": qa.device,
-                "batch_size": args.batch_size,
+                "batch_size": batch_size,
                 "questions": len(pairs),
                 "latency_ms": latency_ms(qa, pairs),
-                "questions_per_s": throughput(lambda ps, qa=qa: qa.batch(ps, batch_size=args.batch_size), pairs),
+                "questions_per_s": throughput(lambda ps, qa=qa: qa.batch(ps, batch_size=batch_size), pairs),
             }
         )
     result = {
-        "model_dir": str(args.model_dir),
-        "data": args.data or "built-in pairs",
+        "model_dir": str(model_dir),
+        "data": data or "built-in pairs",
         "machine": machine_facts(),
         "runs": runs,
     }
-    if args.output:
-        write_text_atomic(Path(args.output), json.dumps(result, indent=2))
+    if output:
+        write_text_atomic(Path(output), json.dumps(result, indent=2))
     return result

@@ -1,4 +1,5 @@
-"""The ``onnxqa`` command: export, ask, eval, bench."""
+"""The ``onnxqa`` command: export, ask, eval, bench, serve. Each command adapts its arguments to one
+typed function."""
 
 from __future__ import annotations
 
@@ -66,7 +67,18 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import run_eval
 
-    result = run_eval(args)
+    result = run_eval(
+        args.paths,
+        score=args.score,
+        na_prob=args.na_prob,
+        limit=args.limit,
+        predictions=args.predictions,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -78,7 +90,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    result = run_bench(args)
+    result = run_bench(
+        args.model_dir,
+        data=args.data,
+        questions=args.questions,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        output=args.output,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -90,6 +111,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 f"throughput {r['questions_per_s']:.1f} questions/s (batch {r['batch_size'] or 'default'})"
             )
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import run_server
+    except ImportError as exc:
+        raise OnnxQAError(f"onnxqa serve needs the serve extra: pip install 'onnxqa[serve]' ({exc})") from exc
+    from .runtime import BatchSettings
+
+    batching = BatchSettings(max_windows=args.max_batch_windows, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+    return run_server(
+        args.model_dir,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        batching=batching,
+        max_body_bytes=args.max_body_bytes,
+        request_timeout=args.request_timeout,
+        log_level=args.log_level,
+    )
 
 
 def _runtime_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
@@ -166,6 +209,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="OUT.json", help="also write the JSON result here")
     _runtime_flags(p, precision="all")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("serve", help="answer questions over HTTP (needs the serve extra)")
+    p.add_argument("model_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument(
+        "--max-body-bytes", type=int, default=2 * 1024 * 1024, help="larger request bodies get 413 (default: 2 MiB)"
+    )
+    p.add_argument(
+        "--max-batch-windows",
+        type=int,
+        default=None,
+        help="windows per coalesced inference call (default: 16 on CPU, 128 on CUDA)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=None,
+        help="how long a request waits for others to join its call (default: 0 on CPU, 2 on CUDA)",
+    )
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting before new ones get 503 (default: 256)")
+    p.add_argument(
+        "--request-timeout", type=float, default=30.0, help="seconds before a request gets 504 (default: 30)"
+    )
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    _runtime_flags(p)
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,45 +44,63 @@ def _read_json(path: str, what: str) -> Any:
         raise InputError(f"cannot read {what} {path}: {exc}") from exc
 
 
-def run_eval(args: argparse.Namespace) -> dict[str, Any]:
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit must be >= 1, got {args.limit}")
-    if args.score:
-        if len(args.paths) != 1:
+def run_eval(
+    paths: Sequence[str],
+    *,
+    score: str | None = None,
+    na_prob: str | None = None,
+    limit: int | None = None,
+    predictions: str | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a model (``paths = [MODEL_DIR, DATA.json]``) or, with ``score``, a predictions file
+    (``paths = [DATA.json]``) on a SQuAD file with the official metric.
+
+    Raises:
+        InputError: bad arguments or unreadable files; ModelLoadError / ProviderError from loading.
+    """
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be >= 1, got {limit}")
+    if score:
+        if len(paths) != 1:
             raise InputError("with --score pass only the SQuAD file: onnxqa eval DATA.json --score PREDICTIONS.json")
-        dataset, questions = load_squad(args.paths[0])
-        if args.limit is not None:
-            dataset = restrict(dataset, {q.id for q in questions[: args.limit]})
-        preds = _read_json(args.score, "predictions file")
-        na_probs = _read_json(args.na_prob, "no-answer probabilities file") if args.na_prob else None
+        dataset, questions = load_squad(paths[0])
+        if limit is not None:
+            dataset = restrict(dataset, {q.id for q in questions[:limit]})
+        preds = _read_json(score, "predictions file")
+        na_probs = _read_json(na_prob, "no-answer probabilities file") if na_prob else None
         if not isinstance(preds, dict):
-            raise InputError(f"{args.score} must map question ids to answer texts")
+            raise InputError(f"{score} must map question ids to answer texts")
         return {
-            "data": args.paths[0],
+            "data": paths[0],
             "version": squad_version(dataset),
-            "predictions": args.score,
+            "predictions": score,
             "scores": evaluate(dataset, preds, na_probs),
         }
 
-    if len(args.paths) != 2:
+    if len(paths) != 2:
         raise InputError("pass a model directory and a SQuAD file: onnxqa eval MODEL_DIR DATA.json")
-    model_dir, data = args.paths
-    if args.predictions:
+    model_dir, data = paths
+    if predictions:
         inputs = [("the model directory", Path(model_dir)), ("the SQuAD file", Path(data))]
-        check_not_overlapping(Path(args.predictions), inputs, InputError)
+        check_not_overlapping(Path(predictions), inputs, InputError)
     dataset, questions = load_squad(data)
     version = squad_version(dataset)
-    if args.limit is not None:
-        questions = questions[: args.limit]
+    if limit is not None:
+        questions = questions[:limit]
         dataset = restrict(dataset, {q.id for q in questions})
     from .runtime import load
 
-    qa = load(model_dir, device=args.device, precision=args.precision, threads=args.threads)
+    qa = load(model_dir, device=device, precision=precision, threads=threads)
     t0 = time.perf_counter()
-    preds, na_probs = predict(qa, questions, v2=version == "2.0", batch_size=args.batch_size, progress=not args.quiet)
+    preds, na_probs = predict(qa, questions, v2=version == "2.0", batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - t0
-    if args.predictions:
-        write_text_atomic(Path(args.predictions), json.dumps(preds, ensure_ascii=False, indent=1))
+    if predictions:
+        write_text_atomic(Path(predictions), json.dumps(preds, ensure_ascii=False, indent=1))
     scores = evaluate(dataset, preds, na_probs if version == "2.0" else None, version)
     return {
         "model_dir": model_dir,

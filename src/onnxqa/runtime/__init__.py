@@ -2,5 +2,6 @@
 
 from ._answer import Answer, QAOptions
 from ._answerer import QuestionAnswerer, load
+from ._batcher import BatchSettings
 
-__all__ = ["Answer", "QAOptions", "QuestionAnswerer", "load"]
+__all__ = ["Answer", "BatchSettings", "QAOptions", "QuestionAnswerer", "load"]

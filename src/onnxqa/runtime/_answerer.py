@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._errors import InputError, ModelLoadError, ProviderError
-from .._manifest import PRECISIONS, read_manifest, read_verified, variant_status
+from .._errors import InputError, ModelLoadError, ProviderError, RequestTimeoutError
+from .._manifest import PRECISIONS, batch_invariant, read_manifest, read_verified, variant_status
 from ._answer import Answer, QAOptions
-from ._decode import best_spans, merge_answers, spans_to_chars
+from ._batcher import Batcher, BatchSettings
+from ._decode import best_spans_batch, merge_answers, spans_to_chars
 from ._session import Engine, SessionSettings, default_threads, resolve_device
 from ._windows import Window, Windower, check_text
 
@@ -70,6 +75,38 @@ def _pick_precision(model_dir: Path, variants: dict[str, Any], device: str, prec
     return chosen
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One call's work once tokenized: its windows, the caller's own contexts, its options."""
+
+    windows: list[Window]
+    contexts: list[str]
+    opts: QAOptions
+
+
+_Result = tuple[list[Answer], float]  # a pair's answers and its no-answer score
+_WARMUP = ("What is this?", "This short text exists only to run the model once before the first real question.")
+
+
+def _check_pairs(pairs: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """What the tokenizer reads, and the caller's own contexts (offsets point into these)."""
+    checked, originals = [], []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InputError(f"pair {i} must be a (question, context) tuple, got {type(pair).__name__}")
+        checked.append((check_text("question", pair[0]), check_text("context", pair[1])))
+        originals.append(pair[1])
+    return checked, originals
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InputError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
+    return float(timeout)
+
+
 class QuestionAnswerer:
     """Extractive question answering over an exported model directory.
 
@@ -85,6 +122,7 @@ class QuestionAnswerer:
         precision: str = "auto",
         threads: int | None = None,
         arena: bool = True,
+        batching: BatchSettings | None = None,
         **options: Any,
     ) -> None:
         self.model_dir = Path(model_dir)
@@ -115,9 +153,17 @@ class QuestionAnswerer:
             threads = default_threads()
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
+        if batching is not None and not isinstance(batching, BatchSettings):
+            raise InputError(f"batching must be a BatchSettings or None, got {type(batching).__name__}")
+        self.batching = (batching or BatchSettings()).resolved(self.device)
         variant = variants[self.precision]
+        self._batch_invariant = batch_invariant(self.precision, variant)
         model_bytes = read_verified(self.model_dir, variant["file"], variant["sha256"])
         self._engine = Engine(model_bytes, self.device, SessionSettings(threads=threads, arena=arena))
+        self._batcher: Batcher[_Request, list[_Result]] | None = None
+        self._prepare_pool: ThreadPoolExecutor | None = None
+        self._batch_listeners: list[Callable[[int, int, float], None]] = []
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"QuestionAnswerer({str(self.model_dir)!r}, device={self.device!r}, precision={self.precision!r})"
@@ -134,55 +180,213 @@ class QuestionAnswerer:
         """
         return [answers for answers, _ in self.batch_with_null(pairs, **options)]
 
-    def batch_with_null(self, pairs: Iterable[tuple[str, str]], **options: Any) -> list[tuple[list[Answer], float]]:
+    def batch_with_null(self, pairs: Iterable[tuple[str, str]], **options: Any) -> list[_Result]:
         """Like :meth:`batch`, with each pair's no-answer score (the lowest over its windows).
 
         The no-answer score is the probability the model gives to the CLS span; it is what
         ``handle_impossible_answer=True`` ranks against the spans, and what SQuAD 2.0 evaluation
         uses as the no-answer probability.
         """
-        opts = self.options.updated(**options).resolved(self._model_max_length, self._max_positions, self.device)
-        checked, originals = [], []  # what the tokenizer reads; the caller's own contexts
-        for i, pair in enumerate(pairs):
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise InputError(f"pair {i} must be a (question, context) tuple, got {type(pair).__name__}")
-            checked.append((check_text("question", pair[0]), check_text("context", pair[1])))
-            originals.append(pair[1])
-        results: list[tuple[list[Answer], float]] = []
+        opts = self._options(options)
+        checked, originals = _check_pairs(pairs)
+        results: list[_Result] = []
         chunk = max(8 * opts.batch_size, 256)  # type: ignore[operator]
         for first in range(0, len(checked), chunk):
-            part = checked[first : first + chunk]
-            windows = self._windower.windows(
-                part,
-                max_seq_len=opts.max_seq_len,  # type: ignore[arg-type]
-                doc_stride=opts.doc_stride,  # type: ignore[arg-type]
-                max_question_len=opts.max_question_len,
-            )
-            results.extend(self._answer(windows, originals[first : first + chunk], opts))
+            request = self._prepare(checked[first : first + chunk], originals[first : first + chunk], opts)
+            results.extend(self._answer_requests([request], opts.batch_size)[0])  # type: ignore[arg-type]
         return results
 
-    def _answer(
-        self, windows: Sequence[Window], contexts: Sequence[str], opts: QAOptions
-    ) -> list[tuple[list[Answer], float]]:
-        k = opts.top_k * 2 + 10 if opts.align_to_words else opts.top_k
+    # ------------------------------------------------------------------ async, for servers
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a window's answers are independent of the other windows in its inference call.
+
+        True for fp32 and fp16, whose windows the async API coalesces across requests. False for
+        the int8 variant (dynamic quantization: activation scales are computed per call), whose
+        requests the async API runs each in calls of their own.
+        """
+        return self._batch_invariant
+
+    async def answer_async(
+        self, question: str, context: str, *, timeout: float | None = None, **options: Any
+    ) -> list[Answer]:
+        """:meth:`__call__` for asyncio code: the event loop is never blocked.
+
+        Tokenization runs on a small thread pool, inference and decoding on the batching thread,
+        where windows of concurrent requests are coalesced (see :class:`BatchSettings`); the
+        answers are those the request would get alone.
+
+        Raises:
+            InputError: a question, context or option is unusable.
+            OverloadedError: ``batching.max_queue`` requests are already waiting (raised at once).
+            RequestTimeoutError: no answer within ``timeout`` seconds.
+        """
+        return (await self.batch_async([(question, context)], timeout=timeout, **options))[0]
+
+    async def batch_async(
+        self, pairs: Iterable[tuple[str, str]], *, timeout: float | None = None, **options: Any
+    ) -> list[list[Answer]]:
+        """:meth:`batch` for asyncio code; same errors as :meth:`answer_async`."""
+        return [answers for answers, _ in await self.batch_with_null_async(pairs, timeout=timeout, **options)]
+
+    async def batch_with_null_async(
+        self, pairs: Iterable[tuple[str, str]], *, timeout: float | None = None, **options: Any
+    ) -> list[_Result]:
+        """:meth:`batch_with_null` for asyncio code; same errors as :meth:`answer_async`."""
+        seconds = _check_timeout(timeout)
+        opts = self._options(options)
+        pairs = list(pairs)
+        batcher = self._get_batcher()
+        slot = batcher.reserve()  # OverloadedError now, before any work
+        loop = asyncio.get_running_loop()
+        future: Future[list[_Result]] | None = None
+
+        async def answer() -> list[_Result]:
+            nonlocal future
+            request = await loop.run_in_executor(self._prepare_pool, self._prepare_pairs, pairs, opts)
+            future = batcher.submit(request, slot)
+            return await asyncio.wrap_future(future)
+
+        try:
+            return await asyncio.wait_for(answer(), seconds)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(f"no answer within the timeout of {seconds:g} s") from None
+        finally:
+            if future is None:
+                slot.release()
+            elif not future.done():
+                future.cancel()  # drops it from the work unless it is already running
+
+    def submit(self, pairs: Iterable[tuple[str, str]], **options: Any) -> Future[list[_Result]]:
+        """Queue ``pairs`` on the batching thread from synchronous code; a future of
+        :meth:`batch_with_null`'s result. Tokenizes in the calling thread.
+
+        Raises:
+            InputError: a question, context or option is unusable.
+            OverloadedError: ``batching.max_queue`` requests are already waiting.
+        """
+        opts = self._options(options)
+        batcher = self._get_batcher()
+        slot = batcher.reserve()
+        try:
+            request = self._prepare_pairs(list(pairs), opts)
+        except BaseException:
+            slot.release()
+            raise
+        return batcher.submit(request, slot)
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests of the async API admitted and not yet running."""
+        return self._batcher.depth if self._batcher is not None else 0
+
+    def add_batch_listener(self, listener: Callable[[int, int, float], None]) -> None:
+        """Call ``listener(requests, windows, seconds)`` after every inference call of the async API
+        (on the batching thread; keep it quick)."""
+        self._batch_listeners.append(listener)
+
+    def warm_up(self) -> None:
+        """Answer one question through the synchronous and the async path, starting their threads."""
+        self(*_WARMUP)
+        self.submit([_WARMUP]).result()
+
+    def close(self) -> None:
+        """Stop the async API's threads once the queued requests are answered (the synchronous API
+        keeps working; a later async call starts them again)."""
+        with self._lock:
+            batcher, pool = self._batcher, self._prepare_pool
+            self._batcher = self._prepare_pool = None
+        if batcher is not None:
+            batcher.close()
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _get_batcher(self) -> Batcher[_Request, list[_Result]]:
+        with self._lock:
+            if self._batcher is None:
+                settings = self.batching
+                self._prepare_pool = ThreadPoolExecutor(
+                    max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="onnxqa-prepare"
+                )
+                self._batcher = Batcher(
+                    self._answer_coalesced,
+                    max_cost=settings.max_windows,  # type: ignore[arg-type]
+                    max_wait_s=settings.max_wait_ms / 1000,  # type: ignore[operator]
+                    max_queue=settings.max_queue,
+                    cost=lambda request: len(request.windows),
+                    coalesce=self._batch_invariant,
+                    on_batch=self._notify_batch,
+                )
+            return self._batcher
+
+    def _notify_batch(self, requests: int, windows: int, seconds: float) -> None:
+        for listener in self._batch_listeners:
+            listener(requests, windows, seconds)
+
+    def _answer_coalesced(self, requests: list[_Request]) -> list[list[_Result]]:
+        """The batching function: requests in, results out, in order."""
+        if self._batch_invariant:
+            return self._answer_requests(requests, self.batching.max_windows)  # type: ignore[arg-type]
+        return [self._answer_requests([r], r.opts.batch_size)[0] for r in requests]  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ the stages
+
+    def _options(self, options: dict[str, Any]) -> QAOptions:
+        return self.options.updated(**options).resolved(self._model_max_length, self._max_positions, self.device)
+
+    def _prepare_pairs(self, pairs: Iterable[tuple[str, str]], opts: QAOptions) -> _Request:
+        checked, originals = _check_pairs(pairs)
+        return self._prepare(checked, originals, opts)
+
+    def _prepare(self, checked: list[tuple[str, str]], contexts: list[str], opts: QAOptions) -> _Request:
+        windows = self._windower.windows(
+            checked,
+            max_seq_len=opts.max_seq_len,  # type: ignore[arg-type]
+            doc_stride=opts.doc_stride,  # type: ignore[arg-type]
+            max_question_len=opts.max_question_len,
+        )
+        return _Request(windows, contexts, opts)
+
+    def _answer_requests(self, requests: Sequence[_Request], batch_size: int) -> list[list[_Result]]:
+        """Windows of all requests sorted by length, run in batches of ``batch_size``, decoded a
+        batch at a time; then each request's answers from its own windows and options."""
+        owner = [r for r, request in enumerate(requests) for _ in request.windows]
+        windows = [w for request in requests for w in request.windows]
         decoded: list[tuple[list[tuple[int, int]], np.ndarray, float]] = [None] * len(windows)  # type: ignore[list-item]
         order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.shape[0])
-        size: int = opts.batch_size  # type: ignore[assignment]
-        for b in range(0, len(order), size):
-            rows = order[b : b + size]
-            start, end = self._run([windows[i] for i in rows])
+        for b in range(0, len(order), batch_size):
+            rows = order[b : b + batch_size]
+            start, end, allowed = self._run([windows[i] for i in rows])
+            groups: dict[tuple[int, int], list[int]] = {}
             for r, i in enumerate(rows):
-                w = windows[i]
-                n = w.input_ids.shape[0]
-                spans = best_spans(start[r, :n], end[r, :n], w.allowed, k=k, max_answer_len=opts.max_answer_len)
-                chars = spans_to_chars(w.encoding, spans.starts, spans.ends, align_to_words=opts.align_to_words)
-                decoded[i] = (chars, spans.scores, spans.null_score)
+                opts = requests[owner[i]].opts
+                k = opts.top_k * 2 + 10 if opts.align_to_words else opts.top_k
+                groups.setdefault((k, opts.max_answer_len), []).append(r)
+            for (k, max_answer_len), group in groups.items():
+                pick = slice(None) if len(group) == len(rows) else group
+                spans = best_spans_batch(start[pick], end[pick], allowed[pick], k=k, max_answer_len=max_answer_len)
+                for r, found in zip(group, spans):
+                    i = rows[r]
+                    align = requests[owner[i]].opts.align_to_words
+                    chars = spans_to_chars(windows[i].encoding, found.starts, found.ends, align_to_words=align)
+                    decoded[i] = (chars, found.scores, found.null_score)
+        out, first = [], 0
+        for request in requests:
+            out.append(self._assemble(request, decoded[first : first + len(request.windows)]))
+            first += len(request.windows)
+        return out
 
-        answers: list[tuple[list[Answer], float]] = []
-        by_pair: list[list[int]] = [[] for _ in contexts]
-        for i, w in enumerate(windows):
+    @staticmethod
+    def _assemble(
+        request: _Request, decoded: Sequence[tuple[list[tuple[int, int]], np.ndarray, float]]
+    ) -> list[_Result]:
+        opts = request.opts
+        by_pair: list[list[int]] = [[] for _ in request.contexts]
+        for i, w in enumerate(request.windows):
             by_pair[w.pair].append(i)
-        for pair, context in enumerate(contexts):
+        answers: list[_Result] = []
+        for pair, context in enumerate(request.contexts):
             candidates = [
                 (s, e, score) for i in by_pair[pair] for (s, e), score in zip(decoded[i][0], decoded[i][1].tolist())
             ]
@@ -191,17 +395,21 @@ class QuestionAnswerer:
             answers.append((merge_answers(context, candidates, null_score=kept, top_k=opts.top_k), null))
         return answers
 
-    def _run(self, batch: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, batch: Sequence[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start and end logits of a padded batch, and which tokens may start or end an answer."""
         width = max(w.input_ids.shape[0] for w in batch)
         ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
         types = np.zeros((len(batch), width), dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
+        allowed = np.zeros((len(batch), width), dtype=bool)
         for r, w in enumerate(batch):
             n = w.input_ids.shape[0]
             ids[r, :n] = w.input_ids
             types[r, :n] = w.type_ids
             mask[r, :n] = 1
-        return self._engine.run(ids, types, mask)
+            allowed[r, :n] = w.allowed
+        start, end = self._engine.run(ids, types, mask)
+        return start, end, allowed
 
 
 def load(
@@ -211,6 +419,7 @@ def load(
     precision: str = "auto",
     threads: int | None = None,
     arena: bool = True,
+    batching: BatchSettings | None = None,
     **options: Any,
 ) -> QuestionAnswerer:
     """Load an exported model directory.
@@ -220,6 +429,7 @@ def load(
     ``"int8"`` or ``"fp16"``. ``threads``: onnxruntime intra-op threads (default: the
     ``ONNXQA_THREADS`` environment variable, else one per physical core). ``arena``:
     onnxruntime's CPU memory arena (on by default; see BENCHMARKS.md for its effect on memory).
+    ``batching``: limits of the async API's dynamic batcher (:class:`BatchSettings`).
     Other keyword arguments are default :class:`QAOptions` for every call.
 
     Raises:
@@ -227,4 +437,6 @@ def load(
         ProviderError: the device is unknown or unavailable, or the precision does not suit it.
         InputError: an option is invalid.
     """
-    return QuestionAnswerer(model_dir, device=device, precision=precision, threads=threads, arena=arena, **options)
+    return QuestionAnswerer(
+        model_dir, device=device, precision=precision, threads=threads, arena=arena, batching=batching, **options
+    )

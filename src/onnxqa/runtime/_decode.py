@@ -18,7 +18,7 @@ from tokenizers import Encoding
 
 from ._answer import Answer
 
-__all__ = ["WindowSpans", "best_spans", "merge_answers", "spans_to_chars"]
+__all__ = ["WindowSpans", "best_spans", "best_spans_batch", "merge_answers", "spans_to_chars"]
 
 _MASKED = np.float32(-10000.0)
 
@@ -34,9 +34,14 @@ class WindowSpans:
 
 
 def _softmax(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(batch, tokens)`` logits, tokens not allowed masked to -10000.
+
+    The row sums are accumulated in float64, so a row's probabilities do not depend on how much
+    padding its batch adds after it (a float32 sum's rounding changes with the row's length).
+    """
     x = np.where(allowed, logits.astype(np.float32, copy=False), _MASKED)
-    x = np.exp(x - x.max())
-    return x / x.sum()
+    x = np.exp(x - x.max(axis=-1, keepdims=True))
+    return x / x.sum(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
 
 
 def best_spans(
@@ -51,33 +56,58 @@ def best_spans(
 
     ``start_logits``, ``end_logits`` and ``allowed`` are 1-D arrays over the window's tokens.
     """
+    return best_spans_batch(start_logits[None], end_logits[None], allowed[None], k=k, max_answer_len=max_answer_len)[0]
+
+
+def best_spans_batch(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    allowed: np.ndarray,
+    *,
+    k: int,
+    max_answer_len: int,
+) -> list[WindowSpans]:
+    """:func:`best_spans` for every row of a padded batch of windows, computed at once.
+
+    All three arrays are ``(batch, tokens)``; padding must have ``allowed`` False. A row's spans and
+    scores do not depend on the other rows or on the padding: decoding a window in a batch gives
+    what decoding it alone gives. Spans of equal score are ordered by start, then end.
+    """
+    allowed = np.asarray(allowed, dtype=bool)
+    rows, n = allowed.shape
     p_start = _softmax(start_logits, allowed)
     p_end = _softmax(end_logits, allowed)
-    null_score = float(p_start[0] * p_end[0])
-    p_start[0] = p_end[0] = 0.0
+    null_scores = (p_start[:, 0] * p_end[:, 0]).tolist()
+    p_start[:, 0] = p_end[:, 0] = 0.0
 
-    n = p_start.shape[0]
     width = min(max_answer_len, n)
-    # band[i, d] = p_start[i] * p_end[i + d]: every span of at most max_answer_len tokens
+    # band[r, i, d] = p_start[r, i] * p_end[r, i + d]: every span of at most max_answer_len tokens
     ends = np.arange(n)[:, None] + np.arange(width)[None, :]
-    valid = ends < n
+    inside = ends < n
     ends = np.minimum(ends, n - 1)
-    valid &= allowed[:, None] & allowed[ends]
-    band = np.where(valid, p_start[:, None] * p_end[ends], np.float32(-1.0))
+    valid = inside[None] & allowed[:, :, None] & allowed[:, ends]
+    band = np.where(valid, p_start[:, :, None] * p_end[:, ends], np.float32(-1.0))
 
-    flat = band.ravel()
-    n_valid = int(valid.sum())
-    k = min(k, n_valid)
-    if k == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return WindowSpans(empty, empty, np.zeros(0, dtype=np.float32), null_score)
-    if k == 1:
-        order = np.array([int(np.argmax(flat))])
+    flat = band.reshape(rows, -1)
+    n_valid = valid.reshape(rows, -1).sum(axis=1).tolist()
+    kk = min(k, flat.shape[1])
+    if kk == 1:
+        top = np.argmax(flat, axis=1)[:, None]
     else:
-        top = np.argpartition(-flat, k - 1)[:k]
-        order = top[np.argsort(-flat[top], kind="stable")]
-    starts, offsets = np.unravel_index(order, band.shape)
-    return WindowSpans(starts, starts + offsets, flat[order], null_score)
+        top = np.argpartition(-flat, kk - 1, axis=1)[:, :kk]
+    out = []
+    for r in range(rows):
+        m = min(k, n_valid[r])
+        if m == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            out.append(WindowSpans(empty, empty, np.zeros(0, dtype=np.float32), null_scores[r]))
+            continue
+        index = top[r]
+        scores = flat[r, index]
+        index = index[np.lexsort((index, -scores))[:m]]  # best first; ties by position
+        starts, offsets = np.divmod(index, width)
+        out.append(WindowSpans(starts, starts + offsets, flat[r, index], null_scores[r]))
+    return out
 
 
 def spans_to_chars(

@@ -1,0 +1,371 @@
+"""Load test: `onnxqa serve` under 1, 8 and 64 concurrent clients, next to the embedded API.
+
+    python benchmarks/serve_load.py                       # the full run (see BENCHMARKS.md)
+    python benchmarks/serve_load.py --runs bert-tiny-finetuned-squadv2:fp32 --requests 100,200,300 --seconds 20
+    python benchmarks/serve_load.py --model-dir out/my-model --runs my-model:int8 --requests 200,400,400
+
+For each run (``SEED:PRECISION``; seeds are exported with random weights into a temporary
+directory, or ``--model-dir`` names an exported directory), in one process on one machine:
+  1. embedded: ``qa(question, context)`` one at a time (latency p50/p90/p99) and ``qa.batch()``
+     over the same questions (questions/s); its answers are the reference;
+  2. `onnxqa serve` started on 127.0.0.1 as a subprocess; for 1, 8 and 64 clients (each phase
+     bounded by a request count and a time limit) every client sends POST /v1/answer over one
+     keep-alive connection; every answer is compared with the embedded one; the server's resident
+     memory (RSS) is sampled throughout.
+Reports latency, requests/s, errors, answers not identical to the embedded API's, and server RSS
+at the start, the end and its growth over the second half. Writes a JSON file (--output) and
+prints a markdown table. Clients are a few lines of asyncio (HTTP/1.1, keep-alive) so that they
+take little of the CPU the server needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_RUNS = "bert-tiny-finetuned-squadv2:fp32,bert-tiny-finetuned-squadv2:int8,tinyroberta-squad2:int8"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def squad_pairs(n: int) -> list[tuple[str, str]]:
+    data = json.loads((SHARED / "data" / "squad" / "dev-v2.0.json").read_text(encoding="utf-8"))
+    pairs = [(q["question"], p["context"]) for a in data["data"] for p in a["paragraphs"] for q in p["qas"]]
+    return pairs[:n]
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    if not ms:
+        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan")}
+    a = np.asarray(ms)
+    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 90, 99)}
+
+
+def as_dicts(answers: list[Any]) -> list[dict[str, Any]]:
+    return [{"text": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers]
+
+
+# ---------------------------------------------------------------- embedded
+
+
+def embedded(qa: Any, pairs: list[tuple[str, str]], n_latency: int) -> dict[str, Any]:
+    for q, c in pairs[:20]:
+        qa(q, c)
+    times = []
+    for q, c in pairs[:n_latency]:
+        t = time.perf_counter()
+        qa(q, c)
+        times.append((time.perf_counter() - t) * 1000)
+    qa.batch(pairs[:16])
+    t = time.perf_counter()
+    answers = qa.batch(pairs)
+    seconds = time.perf_counter() - t
+    return {
+        "latency_ms": percentiles(times),
+        "latency_calls": len(times),
+        "batch_questions": len(pairs),
+        "batch_questions_per_s": round(len(pairs) / seconds, 1),
+        "answers": [as_dicts(a) for a in answers],
+    }
+
+
+# ---------------------------------------------------------------- the server and its clients
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(model_dir: Path, precision: str, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "onnxqa.cli", "serve", str(model_dir), "--port", str(port)]
+    cmd += ["--device", "cpu", "--precision", precision, *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; enough for this server's Content-Length responses."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host.encode()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, host)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host.decode()}\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"Content-Type: application/json\r\n\r\n" + body)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes], seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            conn = await Connection.open("127.0.0.1", port)
+            status, _ = await conn.request("GET", "/ready")
+            conn.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not become ready in time")
+
+
+async def load_phase(
+    port: int,
+    clients: int,
+    requests: int,
+    seconds: float,
+    bodies: list[bytes],
+    expected: list[list[dict[str, Any]]],
+    sample_rss: Any,
+) -> dict[str, Any]:
+    """``clients`` concurrent clients send up to ``requests`` requests within ``seconds``."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    stats = {"not_identical": 0, "span_mismatches": 0, "max_score_diff": 0.0}
+    sent = 0
+    deadline = time.monotonic() + seconds
+
+    async def client() -> None:
+        nonlocal sent
+        conn = await Connection.open("127.0.0.1", port)
+        try:
+            while sent < requests and time.monotonic() < deadline:
+                i = sent
+                sent += 1
+                t = time.perf_counter()
+                try:
+                    status, body = await conn.request("POST", "/v1/answer", bodies[i % len(bodies)])
+                except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    conn.close()
+                    conn = await Connection.open("127.0.0.1", port)
+                    continue
+                latencies.append((time.perf_counter() - t) * 1000)
+                if status != 200:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+                    continue
+                got, want = json.loads(body)["answers"], expected[i % len(expected)]
+                if got != want:
+                    stats["not_identical"] += 1
+                    spans = [(a["text"], a["start"], a["end"]) for a in got]
+                    if spans != [(a["text"], a["start"], a["end"]) for a in want]:
+                        stats["span_mismatches"] += 1
+                    else:
+                        diff = max(abs(a["score"] - b["score"]) for a, b in zip(got, want))
+                        stats["max_score_diff"] = max(stats["max_score_diff"], diff)
+                if len(latencies) % 1000 == 0:
+                    sample_rss()
+        finally:
+            conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - t0
+    return {
+        "clients": clients,
+        "requests": len(latencies) + sum(v for k, v in errors.items() if not k.isdigit()),
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "latency_ms": percentiles(latencies),
+        "errors": sum(errors.values()),
+        "errors_by_kind": errors,
+        **stats,
+    }
+
+
+def served(
+    model_dir: Path,
+    precision: str,
+    pairs: list[tuple[str, str]],
+    expected: list[list[dict[str, Any]]],
+    phases: list[tuple[int, int]],
+    seconds: float,
+    server_args: list[str],
+) -> dict[str, Any]:
+    port = free_port()
+    proc = start_server(model_dir, precision, port, server_args)
+    server = psutil.Process(proc.pid)
+    rss: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+
+    def sample_rss() -> None:
+        rss.append((round(time.monotonic() - t0, 2), round(server.memory_info().rss / 2**20, 2)))
+
+    bodies = [json.dumps({"question": q, "context": c}).encode() for q, c in pairs]
+    try:
+        asyncio.run(wait_ready(port, proc))
+        sample_rss()
+        results = []
+        for clients, requests in phases:
+            log(f"  {clients} clients, up to {requests} requests / {seconds:g} s")
+            results.append(asyncio.run(load_phase(port, clients, requests, seconds, bodies, expected, sample_rss)))
+            sample_rss()
+            log(
+                f"    {results[-1]['requests_per_s']} requests/s, p50 {results[-1]['latency_ms']['p50']} ms, "
+                f"errors {results[-1]['errors']}, not identical {results[-1]['not_identical']}"
+            )
+    finally:
+        proc.terminate()
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+    half = rss[len(rss) // 2][1] if rss else float("nan")
+    return {
+        "phases": results,
+        "server_exit_code": code,
+        "rss_mb": {
+            "start": rss[0][1],
+            "end": rss[-1][1],
+            "growth_second_half": round(rss[-1][1] - half, 2),
+            "samples": rss,
+        },
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [
+        "| model | precision | clients | requests | errors | not identical | p50 ms | p90 ms | p99 ms "
+        "| requests/s | vs embedded batch() | HTTP p50 − embedded p50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in result["runs"]:
+        emb = run["embedded"]
+        lat = emb["latency_ms"]
+        lines.append(
+            f"| {run['model']} | {run['precision']} | embedded | {emb['latency_calls']} / {emb['batch_questions']} "
+            f"| – | – | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {emb['batch_questions_per_s']:.1f} "
+            "| 1.00 | – |"
+        )
+        for ph in run["served"]["phases"]:
+            ratio = ph["requests_per_s"] / emb["batch_questions_per_s"]
+            extra = f"{ph['latency_ms']['p50'] - lat['p50']:+.2f} ms" if ph["clients"] == 1 else "–"
+            lines.append(
+                f"| {run['model']} | {run['precision']} | {ph['clients']} | {ph['requests']} | {ph['errors']} "
+                f"| {ph['not_identical']} | {ph['latency_ms']['p50']:.2f} | {ph['latency_ms']['p90']:.2f} "
+                f"| {ph['latency_ms']['p99']:.2f} | {ph['requests_per_s']:.1f} | {ratio:.2f} | {extra} |"
+            )
+    lines += [
+        "",
+        "| model | precision | server RSS at start | at the end | growth, second half | exit code after SIGTERM |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for run in result["runs"]:
+        r = run["served"]["rss_mb"]
+        lines.append(
+            f"| {run['model']} | {run['precision']} | {r['start']:.1f} MiB | {r['end']:.1f} MiB "
+            f"| {r['growth_second_half']:+.1f} MiB | {run['served']['server_exit_code']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", default=DEFAULT_RUNS, help=f"SEED:PRECISION,... (default: {DEFAULT_RUNS})")
+    ap.add_argument("--model-dir", help="an exported directory to use instead of exporting the seed")
+    ap.add_argument("--clients", default="1,8,64", help="concurrent clients per phase (default: 1,8,64)")
+    ap.add_argument("--requests", default="2000,8000,10000", help="requests per phase (default: 2000,8000,10000)")
+    ap.add_argument("--seconds", type=float, default=120.0, help="time limit per phase (default: 120)")
+    ap.add_argument("--questions", type=int, default=2000, help="distinct SQuAD 2.0 dev questions (default: 2000)")
+    ap.add_argument("--latency-calls", type=int, default=1000, help="embedded one-at-a-time calls (default: 1000)")
+    ap.add_argument("--server-args", default="", help="extra `onnxqa serve` flags, e.g. '--max-batch-windows 32'")
+    ap.add_argument("--output", help="JSON results (default: benchmarks/results/serve-load.json)")
+    ap.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    args = ap.parse_args()
+
+    import onnxqa
+    from onnxqa.bench import machine_facts
+
+    clients = [int(c) for c in args.clients.split(",")]
+    counts = [int(c) for c in args.requests.split(",")]
+    if len(clients) != len(counts):
+        ap.error("--clients and --requests need as many values")
+    pairs = squad_pairs(args.questions)
+    result: dict[str, Any] = {
+        "machine": machine_facts(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "settings": vars(args),
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="onnxqa-serve-load-") as tmp:
+        exported: dict[str, Path] = {}
+        for spec in args.runs.split(","):
+            seed, _, precision = spec.partition(":")
+            if args.model_dir:
+                model_dir = Path(args.model_dir)
+            elif seed not in exported:
+                from onnxqa.export import ExportConfig, export, random_checkpoint
+
+                log(f"exporting {seed} (random weights)")
+                checkpoint = random_checkpoint(SHARED / "seeds" / seed, Path(tmp) / seed / "checkpoint")
+                export(str(checkpoint), Path(tmp) / seed / "onnx", ExportConfig(progress=False))
+                model_dir = exported[seed] = Path(tmp) / seed / "onnx"
+            else:
+                model_dir = exported[seed]
+            log(f"{seed} {precision}: embedded")
+            qa = onnxqa.load(model_dir, device="cpu", precision=precision)
+            emb = embedded(qa, pairs, min(args.latency_calls, len(pairs)))
+            expected = emb.pop("answers")
+            del qa
+            log(
+                f"  p50 {emb['latency_ms']['p50']} ms, batch() {emb['batch_questions_per_s']} questions/s; "
+                f"{seed} {precision}: served"
+            )
+            phases = list(zip(clients, counts))
+            srv = served(model_dir, precision, pairs, expected, phases, args.seconds, args.server_args.split())
+            result["runs"].append({"model": seed, "precision": precision, "embedded": emb, "served": srv})
+    total = sum(ph["requests"] for run in result["runs"] for ph in run["served"]["phases"])
+    errors = sum(ph["errors"] for run in result["runs"] for ph in run["served"]["phases"])
+    result["total_requests"], result["total_errors"] = total, errors
+    out = Path(args.output) if args.output else RESULTS / "serve-load.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    log(f"{total} requests, {errors} errors; results in {out}")
+    print(json.dumps(result, indent=1) if args.json else report(result))
+
+
+if __name__ == "__main__":
+    main()
