@@ -170,7 +170,15 @@ class QuestionAnswerer:
         self._batch_invariant = batch_invariant(self.precision, variant)
         model_bytes = read_verified(self.model_dir, variant["file"], variant["sha256"])
         self._engine = Engine(
-            model_bytes, self.device, SessionSettings(threads=threads, arena=arena, cuda_graph=cuda_graph)
+            model_bytes,
+            self.device,
+            SessionSettings(
+                threads=threads,
+                arena=arena,
+                cuda_graph=cuda_graph,
+                # with buckets a CUDA engine sees few shapes: device buffers of their own for each
+                fixed_buffers=self.buckets is not None and self.device == "cuda",
+            ),
         )
         self._batcher: Batcher[_Request, list[_Result]] | None = None
         self._prepare_pool: ThreadPoolExecutor | None = None
