@@ -56,3 +56,50 @@ def test_cuda_is_really_used_and_agrees_with_cpu(gpu_model, squad_v2):
 def test_int8_refused_on_cuda(gpu_model):
     with pytest.raises(onnxqa.ProviderError):
         onnxqa.load(gpu_model, device="cuda", precision="int8")
+
+
+def _spans(results):
+    return [[(a.text, a.start, a.end) for a in answers] for answers, _ in results]
+
+
+def test_buckets_are_on_by_default_on_cuda(gpu_model):
+    assert onnxqa.load(gpu_model, device="cuda", precision="fp32").buckets is not None
+    assert onnxqa.load(gpu_model, device="cuda", precision="fp32", buckets=False).buckets is None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_graphs_give_the_answers_of_plain_runs(gpu_model, squad_v2, precision):
+    pairs = parity_pairs(squad_v2)
+    plain = onnxqa.load(gpu_model, device="cuda", precision=precision, buckets=False)
+    graphs = onnxqa.load(gpu_model, device="cuda", precision=precision, cuda_graph=True)
+    expected = plain.batch_with_null(pairs, batch_size=16, handle_impossible_answer=True)
+    for _ in range(3):  # captured on the first runs of each shape, replayed after
+        got = graphs.batch_with_null(pairs, batch_size=16, handle_impossible_answer=True)
+        same = sum(a == b for a, b in zip(_spans(got), _spans(expected)))
+        assert same >= (len(pairs) if precision == "fp32" else 0.98 * len(pairs))
+    engine = graphs._engine
+    widths = set(graphs.buckets.widths)
+    assert engine.shapes and all(rows in (1, 2, 4, 8, 16) and width in widths for rows, width in engine.shapes)
+    assert max(slot.runs for slot in engine._slots.values()) >= 3
+    # single questions (rows = 1) replay too, with new inputs each time
+    alone = [_spans([(graphs(q, c), 0.0)]) == _spans([(plain(q, c), 0.0)]) for q, c in pairs[:20]]
+    assert sum(alone) >= (20 if precision == "fp32" else 19)
+
+
+@pytest.mark.parametrize("seed", ["tinyroberta-squad2", "distilbert-base-cased-distilled-squad"])
+def test_cuda_graphs_on_graphs_that_compute_shapes(store, tmp_path, squad_v2, seed):
+    """RoBERTa and DistilBERT exports compute position ids / masks from shapes, which onnxruntime
+    would run on the CPU: capture is refused for the dynamic graph, and a session per shape (its
+    dimensions fixed, so the shape computations fold away) takes over."""
+    from onnxqa.export import ExportConfig, export
+
+    out = tmp_path / seed
+    export(str(store.checkpoint(seed)), out, ExportConfig(precisions=("fp32", "fp16"), check_pairs=30, progress=False))
+    pairs = parity_pairs(squad_v2)[:40]
+    plain = onnxqa.load(out, device="cuda", precision="fp16", buckets=False)
+    graphs = onnxqa.load(out, device="cuda", precision="fp16", cuda_graph=True)
+    expected = _spans(plain.batch_with_null(pairs, batch_size=8))
+    for _ in range(3):
+        got = _spans(graphs.batch_with_null(pairs, batch_size=8))
+        assert sum(a == b for a, b in zip(got, expected)) >= 0.95 * len(pairs)
+    print(f"{seed}: shape_sessions={graphs._engine.shape_sessions}, shapes={graphs._engine.shapes}")

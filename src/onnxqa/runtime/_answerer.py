@@ -18,6 +18,7 @@ from .._errors import InputError, ModelLoadError, ProviderError, RequestTimeoutE
 from .._manifest import PRECISIONS, batch_invariant, read_manifest, read_verified, variant_status
 from ._answer import Answer, QAOptions
 from ._batcher import Batcher, BatchSettings
+from ._buckets import plan_batches, resolve_buckets
 from ._decode import best_spans_batch, merge_answers, spans_to_chars
 from ._session import Engine, SessionSettings, default_threads, resolve_device
 from ._windows import Window, Windower, check_text
@@ -123,6 +124,8 @@ class QuestionAnswerer:
         threads: int | None = None,
         arena: bool = True,
         batching: BatchSettings | None = None,
+        buckets: bool | Sequence[int] | None = None,
+        cuda_graph: bool = False,
         **options: Any,
     ) -> None:
         self.model_dir = Path(model_dir)
@@ -156,10 +159,27 @@ class QuestionAnswerer:
         if batching is not None and not isinstance(batching, BatchSettings):
             raise InputError(f"batching must be a BatchSettings or None, got {type(batching).__name__}")
         self.batching = (batching or BatchSettings()).resolved(self.device)
+        self.buckets = resolve_buckets(buckets, self.device, self._max_positions)
+        if not isinstance(cuda_graph, bool):
+            raise InputError(f"cuda_graph must be True or False, got {cuda_graph!r}")
+        if cuda_graph and self.device != "cuda":
+            raise ProviderError(f"cuda_graph=True needs device='cuda' (this one runs on {self.device})")
+        if cuda_graph and self.buckets is None:
+            raise InputError("cuda_graph=True needs shape buckets (a graph per shape): leave buckets on")
         variant = variants[self.precision]
         self._batch_invariant = batch_invariant(self.precision, variant)
         model_bytes = read_verified(self.model_dir, variant["file"], variant["sha256"])
-        self._engine = Engine(model_bytes, self.device, SessionSettings(threads=threads, arena=arena))
+        self._engine = Engine(
+            model_bytes,
+            self.device,
+            SessionSettings(
+                threads=threads,
+                arena=arena,
+                cuda_graph=cuda_graph,
+                # with buckets a CUDA engine sees few shapes: device buffers of their own for each
+                fixed_buffers=self.buckets is not None and self.device == "cuda",
+            ),
+        )
         self._batcher: Batcher[_Request, list[_Result]] | None = None
         self._prepare_pool: ThreadPoolExecutor | None = None
         self._batch_listeners: list[Callable[[int, int, float], None]] = []
@@ -349,15 +369,16 @@ class QuestionAnswerer:
         return _Request(windows, contexts, opts)
 
     def _answer_requests(self, requests: Sequence[_Request], batch_size: int) -> list[list[_Result]]:
-        """Windows of all requests sorted by length, run in batches of ``batch_size``, decoded a
-        batch at a time; then each request's answers from its own windows and options."""
+        """Windows of all requests sorted by length, run in batches of ``batch_size`` (shaped by the
+        buckets, see ``_buckets``), decoded a batch at a time; then each request's answers from its
+        own windows and options."""
         owner = [r for r, request in enumerate(requests) for _ in request.windows]
         windows = [w for request in requests for w in request.windows]
         decoded: list[tuple[list[tuple[int, int]], np.ndarray, float]] = [None] * len(windows)  # type: ignore[list-item]
-        order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.shape[0])
-        for b in range(0, len(order), batch_size):
-            rows = order[b : b + batch_size]
-            start, end, allowed = self._run([windows[i] for i in rows])
+        lengths = [w.input_ids.shape[0] for w in windows]
+        for planned in plan_batches(lengths, batch_size, self.buckets, self._max_positions):
+            rows = planned.windows
+            start, end, allowed = self._run([windows[i] for i in rows], planned.rows, planned.width)
             groups: dict[tuple[int, int], list[int]] = {}
             for r, i in enumerate(rows):
                 opts = requests[owner[i]].opts
@@ -395,12 +416,17 @@ class QuestionAnswerer:
             answers.append((merge_answers(context, candidates, null_score=kept, top_k=opts.top_k), null))
         return answers
 
-    def _run(self, batch: Sequence[Window]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Start and end logits of a padded batch, and which tokens may start or end an answer."""
-        width = max(w.input_ids.shape[0] for w in batch)
-        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-        types = np.zeros((len(batch), width), dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
+    def _run(
+        self, batch: Sequence[Window], rows: int | None = None, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start and end logits of a batch padded to ``rows`` x ``width`` (default: its own size and
+        longest window), and which tokens may start or end an answer; padded rows are dropped."""
+        n_rows = max(rows or 0, len(batch))
+        width = max(width or 0, max(w.input_ids.shape[0] for w in batch))
+        ids = np.full((n_rows, width), self._pad_id, dtype=np.int64)
+        types = np.zeros((n_rows, width), dtype=np.int64)
+        mask = np.zeros((n_rows, width), dtype=np.int64)
+        mask[len(batch) :, 0] = 1  # a padded row attends to one token: no kernel sees an empty row
         allowed = np.zeros((len(batch), width), dtype=bool)
         for r, w in enumerate(batch):
             n = w.input_ids.shape[0]
@@ -409,7 +435,7 @@ class QuestionAnswerer:
             mask[r, :n] = 1
             allowed[r, :n] = w.allowed
         start, end = self._engine.run(ids, types, mask)
-        return start, end, allowed
+        return start[: len(batch)], end[: len(batch)], allowed
 
 
 def load(
@@ -420,6 +446,8 @@ def load(
     threads: int | None = None,
     arena: bool = True,
     batching: BatchSettings | None = None,
+    buckets: bool | Sequence[int] | None = None,
+    cuda_graph: bool = False,
     **options: Any,
 ) -> QuestionAnswerer:
     """Load an exported model directory.
@@ -430,13 +458,27 @@ def load(
     ``ONNXQA_THREADS`` environment variable, else one per physical core). ``arena``:
     onnxruntime's CPU memory arena (on by default; see BENCHMARKS.md for its effect on memory).
     ``batching``: limits of the async API's dynamic batcher (:class:`BatchSettings`).
+    ``buckets``: pad windows to a few fixed widths (``True``: 64, 128, 192, 256, 384 tokens, or a
+    sequence of widths) and batches to power-of-two row counts, so the session sees few shapes;
+    ``None`` (default): on for CUDA, off for CPU (where padding only costs). Answers are the same
+    either way. ``cuda_graph``: capture one CUDA graph per shape and replay it (CUDA only, needs
+    buckets; see the README's GPU section).
     Other keyword arguments are default :class:`QAOptions` for every call.
 
     Raises:
         ModelLoadError: the directory is missing, incomplete, corrupted or inconsistent.
-        ProviderError: the device is unknown or unavailable, or the precision does not suit it.
+        ProviderError: the device is unknown or unavailable, the precision does not suit it, or
+            ``cuda_graph`` is asked for off CUDA.
         InputError: an option is invalid.
     """
     return QuestionAnswerer(
-        model_dir, device=device, precision=precision, threads=threads, arena=arena, batching=batching, **options
+        model_dir,
+        device=device,
+        precision=precision,
+        threads=threads,
+        arena=arena,
+        batching=batching,
+        buckets=buckets,
+        cuda_graph=cuda_graph,
+        **options,
     )

@@ -1,10 +1,23 @@
-"""ONNX Runtime session creation: providers checked, never a silent fallback from CUDA to CPU."""
+"""ONNX Runtime session creation: providers checked, never a silent fallback from CUDA to CPU.
+
+On CUDA the inputs and logits travel through IO binding. With ``fixed_buffers`` every input shape
+gets device buffers of its own, bound once and refilled in place; with ``cuda_graph`` each such
+shape is also a CUDA graph (``gpu_graph_id``), captured by onnxruntime after its first runs and
+replayed from then on. Before the first CUDA session, ``onnxruntime.preload_dlls()`` loads the
+CUDA and cuDNN libraries of NVIDIA's pip packages (unless a CUDA build of torch, imported first,
+already did, or ``ONNXQA_PRELOAD_DLLS=0``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import io
 import os
+import re
+import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +25,14 @@ import onnxruntime as ort
 
 from .._errors import InferenceError, InputError, ModelLoadError, ProviderError
 
-__all__ = ["DEVICES", "Engine", "cuda_available", "resolve_device"]
+__all__ = ["DEVICES", "MAX_GRAPHS", "Engine", "cuda_available", "preload_cuda_libraries", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_GRAPHS = 64  # shapes given buffers (and graphs) of their own; further shapes run without
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+_preload_lock = threading.Lock()
+_preload_report: list[str] = []  # what preload_dlls printed, once it ran
 
 
 def cuda_available() -> bool:
@@ -46,6 +62,82 @@ class SessionSettings:
     threads: int | None = None  # intra-op threads; None: onnxruntime's default (physical cores)
     arena: bool = True  # onnxruntime's CPU memory arena
     io_binding: bool | None = None  # bind inputs/outputs as OrtValues; None: on CUDA only
+    cuda_graph: bool = False  # capture and replay one CUDA graph per input shape (CUDA only)
+    fixed_buffers: bool = False  # one bound set of buffers per input shape (always with cuda_graph)
+    shape_sessions: bool = False  # with fixed_buffers, a session per shape (chosen by itself when needed)
+
+
+def preload_cuda_libraries() -> str:
+    """Run ``onnxruntime.preload_dlls()`` once (onnxruntime-gpu >= 1.21), unless a CUDA build of
+    torch is already imported (it loaded the libraries) or ``ONNXQA_PRELOAD_DLLS=0``; returns what
+    it printed (the libraries it failed to load)."""
+    with _preload_lock:
+        if not _preload_report:
+            torch = sys.modules.get("torch")
+            skip = os.environ.get("ONNXQA_PRELOAD_DLLS", "1").strip() == "0" or (
+                torch is not None and getattr(getattr(torch, "version", None), "cuda", None)
+            )
+            printed = io.StringIO()
+            if not skip and hasattr(ort, "preload_dlls"):
+                with contextlib.redirect_stdout(printed):
+                    try:
+                        ort.preload_dlls()
+                    except Exception as exc:  # a missing directory, an unparsable version: say so later
+                        print(f"preload_dlls failed: {exc}")
+            _preload_report.append(printed.getvalue().strip())
+        return _preload_report[0]
+
+
+def _cuda_major() -> str:
+    version = str(getattr(ort, "cuda_version", "") or "")
+    return version.split(".")[0] if version[:1].isdigit() else "13"
+
+
+def missing_cuda_libraries() -> list[str]:
+    """The CUDA / cuDNN libraries onnxruntime-gpu needs that cannot be loaded here (Linux names)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    major = _cuda_major()
+    missing = []
+    for name in (f"libcudart.so.{major}", f"libcublasLt.so.{major}", f"libcublas.so.{major}", "libcudnn.so.9"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            missing.append(name)
+    return missing
+
+
+def cuda_failure_message(what: str, preload_report: str = "") -> str:
+    """``what`` went wrong with the CUDA provider, what is missing, and what to do about it."""
+    missing = missing_cuda_libraries()
+    major = _cuda_major()
+    lines = [
+        f"{what}.",
+        f"Libraries that cannot be loaded: {', '.join(missing)}." if missing else "",
+        f"onnxruntime-gpu {ort.__version__} needs CUDA {major} and cuDNN 9. Either `import torch` (a CUDA "
+        f"{major} build) before onnxqa, or install NVIDIA's pip packages "
+        f'(`pip install "onnxruntime-gpu[cuda,cudnn]"`, which brings nvidia-cuda-runtime and nvidia-cudnn-cu{major}) '
+        + (
+            "and let onnxqa call onnxruntime.preload_dlls() (it does so before the first CUDA session), "
+            if hasattr(ort, "preload_dlls")
+            else ""
+        )
+        + "or put the libraries' directories on LD_LIBRARY_PATH before starting Python; or use device='cpu'.",
+        f"preload_dlls said: {preload_report}" if preload_report else "",
+    ]
+    return " ".join(line for line in lines if line)
+
+
+@dataclass
+class _Slot:
+    """Buffers of one input shape, bound once: refilled in place, so a CUDA graph can replay them."""
+
+    session: ort.InferenceSession
+    binding: ort.IOBinding
+    inputs: dict[str, ort.OrtValue]
+    outputs: tuple[ort.OrtValue, ort.OrtValue]
+    run_options: ort.RunOptions | None
+    runs: int = field(default=0)
 
 
 _LOCATION = b"\n\x08location\x12"  # protobuf: key "location" of an external-data entry, then its value
@@ -82,33 +174,36 @@ def check_no_external_data(model: bytes) -> None:
         )
 
 
+class _CaptureRefused(Exception):
+    """onnxruntime refused CUDA graphs for this graph: some of its nodes would run on the CPU."""
+
+
 class Engine:
     """One inference session over a QA graph: feeds exactly the inputs the graph declares."""
 
     def __init__(self, model: bytes, device: str, settings: SessionSettings) -> None:
+        if settings.cuda_graph and device != "cuda":
+            raise ProviderError(f"CUDA graphs need device='cuda', not {device!r}")
+        self.device = device
+        self.cuda_graph = settings.cuda_graph
+        self._settings = settings
         self._bound = settings.io_binding if settings.io_binding is not None else device == "cuda"
         self._buffers = threading.local()  # per thread: output OrtValues reused while shapes repeat
+        fixed = settings.cuda_graph or settings.fixed_buffers
+        self._slots: dict[tuple[int, ...], _Slot] | None = {} if fixed else None
+        self._slots_lock = threading.Lock()
         check_no_external_data(model)
-        opts = ort.SessionOptions()
-        if settings.threads is not None:
-            opts.intra_op_num_threads = settings.threads
-        opts.inter_op_num_threads = 1
-        opts.enable_cpu_mem_arena = settings.arena
-        # shapes change with every batch: memory patterns would only be recomputed each time
-        opts.enable_mem_pattern = False
-        opts.log_severity_level = 3
-        providers = [_CUDA, _CPU] if device == "cuda" else [_CPU]
+        self._report = preload_cuda_libraries() if device == "cuda" else ""
+        # a session per shape, its dimensions fixed: onnxruntime then folds the graph's shape
+        # computations away, which it would otherwise run on the CPU (RoBERTa and DistilBERT
+        # exports compute position ids and masks from shapes), and which CUDA graphs cannot hold
+        self.shape_sessions = bool(settings.shape_sessions) and fixed
         try:
-            self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelLoadError(f"onnxruntime cannot load the model: {exc}") from exc
-        active = self.session.get_providers()
-        if device == "cuda" and (not active or active[0] != _CUDA):
-            raise ProviderError(
-                f"CUDA was asked for but the session runs on {active}: the CUDA provider failed "
-                "to initialise (check the CUDA / cuDNN libraries onnxruntime-gpu needs)"
-            )
-        self.device = device
+            self.session = self._create(model, graph=self.cuda_graph and not self.shape_sessions)
+        except _CaptureRefused:
+            self.shape_sessions = True
+            self.session = self._create(model, graph=False)
+        self._model = model if self.shape_sessions else None
         self.input_names = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         missing = {"input_ids", "attention_mask"} - set(self.input_names)
@@ -119,6 +214,50 @@ class Engine:
                 "export it with `onnxqa export`"
             )
 
+    def _create(self, model: bytes, *, graph: bool, shape: tuple[int, ...] | None = None) -> ort.InferenceSession:
+        """A session on this engine's device; with ``shape``, its free dimensions fixed to it."""
+        settings = self._settings
+        opts = ort.SessionOptions()
+        if settings.threads is not None:
+            opts.intra_op_num_threads = settings.threads
+        opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = settings.arena
+        # shapes change with every batch: memory patterns would only be recomputed each time
+        opts.enable_mem_pattern = False
+        opts.log_severity_level = 3
+        if shape is not None:
+            dims = self.session.get_inputs()[0].shape
+            for dim, size in zip(dims, shape):
+                if isinstance(dim, str):
+                    opts.add_free_dimension_override_by_name(dim, size)
+        cuda: str | tuple[str, dict[str, str]] = (_CUDA, {"enable_cuda_graph": "1"}) if graph else _CUDA
+        providers = [cuda, _CPU] if self.device == "cuda" else [_CPU]
+        try:
+            session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            text = str(exc)
+            if graph and "graph capture" in text.lower():
+                if shape is None:
+                    raise _CaptureRefused(text) from exc
+                raise ModelLoadError(
+                    f"this graph cannot be captured as a CUDA graph even with its shape fixed ({text}); "
+                    "load it with cuda_graph=False"
+                ) from exc
+            if self.device == "cuda" and re.search(r"cuda|cudnn|cublas|\.so|LoadLibrary|provider", text, re.I):
+                message = cuda_failure_message(f"the CUDA execution provider failed: {text}", self._report)
+                raise ProviderError(message) from exc
+            raise ModelLoadError(f"onnxruntime cannot load the model: {exc}") from exc
+        active = session.get_providers()
+        if self.device == "cuda" and (not active or active[0] != _CUDA):
+            raise ProviderError(
+                cuda_failure_message(
+                    f"CUDA was asked for but the session runs on {active}: the CUDA execution provider failed to "
+                    "initialise",
+                    self._report,
+                )
+            )
+        return session
+
     def run(
         self, input_ids: np.ndarray, type_ids: np.ndarray, attention_mask: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -126,10 +265,13 @@ class Engine:
 
         Raises:
             InferenceError: the model produced NaN or infinite logits.
+            ModelLoadError: a session of its own for a new shape (``shape_sessions``) cannot be made.
         """
         available = {"input_ids": input_ids, "token_type_ids": type_ids, "attention_mask": attention_mask}
         feed = {name: available[name] for name in self.input_names}
-        if self._bound:
+        if self._slots is not None:
+            start, end = self._run_fixed(feed)
+        elif self._bound:
             start, end = self._run_bound(feed)
         else:
             raw_start, raw_end = self.session.run(["start_logits", "end_logits"], feed)
@@ -141,7 +283,62 @@ class Engine:
             )
         return start, end
 
-    def _run_bound(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _run_fixed(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Buffers of this shape (made and bound on its first call) refilled in place; with CUDA
+        graphs the shape's graph is captured on its first runs and replayed after. One call at a
+        time: the buffers are shared."""
+        shape = tuple(feed["input_ids"].shape)
+        with self._slots_lock:
+            assert self._slots is not None
+            slot = self._slots.get(shape)
+            if slot is None:
+                if len(self._slots) >= MAX_GRAPHS:  # rare shapes past the limit: no graph, fresh buffers
+                    options = None
+                    if self.cuda_graph and not self.shape_sessions:
+                        options = ort.RunOptions()
+                        options.add_run_config_entry("gpu_graph_id", "-1")
+                    return self._run_bound(feed, options)
+                slot = self._slots[shape] = self._new_slot(shape, graph_id=len(self._slots) + 1)
+            for name, array in feed.items():
+                slot.inputs[name].update_inplace(np.ascontiguousarray(array, dtype=np.int64))
+            slot.session.run_with_iobinding(slot.binding, slot.run_options)
+            slot.runs += 1
+            start, end = slot.outputs[0].numpy(), slot.outputs[1].numpy()
+            # from CUDA, numpy() copies to the host; on the CPU it is a view of the reused buffer
+            return (start.copy(), end.copy()) if self.device == "cpu" else (start, end)
+
+    def _new_slot(self, shape: tuple[int, ...], graph_id: int) -> _Slot:
+        where = "cuda" if self.device == "cuda" else "cpu"
+        session = self.session
+        if self._model is not None:
+            session, graph_id = self._create(self._model, graph=self.cuda_graph, shape=shape), 1
+        binding = session.io_binding()
+        inputs = {
+            name: ort.OrtValue.ortvalue_from_shape_and_type(shape, np.int64, where, 0) for name in self.input_names
+        }
+        outputs = (
+            ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, where, 0),
+            ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, where, 0),
+        )
+        for name, value in inputs.items():
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_ortvalue_output("start_logits", outputs[0])
+        binding.bind_ortvalue_output("end_logits", outputs[1])
+        options = None
+        if self.cuda_graph:
+            options = ort.RunOptions()
+            options.add_run_config_entry("gpu_graph_id", str(graph_id))  # 0 is onnxruntime's own
+        return _Slot(session, binding, inputs, outputs, options)
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The input shapes given buffers of their own (each a CUDA graph with ``cuda_graph``)."""
+        with self._slots_lock:
+            return list(self._slots or {})
+
+    def _run_bound(
+        self, feed: dict[str, np.ndarray], options: ort.RunOptions | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """IO binding: inputs copied to the device once, logits written into output OrtValues kept on
         the device and reused for every call of the same shape; only the logits come back."""
         where = "cuda" if self.device == "cuda" else "cpu"
@@ -155,7 +352,7 @@ class Engine:
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, where, 0))
         binding.bind_ortvalue_output("start_logits", cache[1][0])
         binding.bind_ortvalue_output("end_logits", cache[1][1])
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, options)
         # from CUDA, numpy() copies to the host; on the CPU it is a view of the reused buffer
         start, end = cache[1][0].numpy(), cache[1][1].numpy()
         return (start.copy(), end.copy()) if where == "cpu" else (start, end)
