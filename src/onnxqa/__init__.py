@@ -7,12 +7,14 @@
 """
 
 from ._errors import ExportError, InputError, ModelLoadError, OnnxQAError, ProviderError, ValidationError
-from .runtime import Answer, QAOptions, QuestionAnswerer, load
+from .runtime import Answer, Document, DocumentAnswer, QAOptions, QuestionAnswerer, ReaderOptions, load
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Answer",
+    "Document",
+    "DocumentAnswer",
     "ExportError",
     "InputError",
     "ModelLoadError",
@@ -20,6 +22,7 @@ __all__ = [
     "ProviderError",
     "QAOptions",
     "QuestionAnswerer",
+    "ReaderOptions",
     "ValidationError",
     "__version__",
     "load",

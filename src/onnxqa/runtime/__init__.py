@@ -2,5 +2,6 @@
 
 from ._answer import Answer, QAOptions
 from ._answerer import QuestionAnswerer, load
+from ._documents import Document, DocumentAnswer, ReaderOptions
 
-__all__ = ["Answer", "QAOptions", "QuestionAnswerer", "load"]
+__all__ = ["Answer", "Document", "DocumentAnswer", "QAOptions", "QuestionAnswerer", "ReaderOptions", "load"]
