@@ -1,4 +1,4 @@
-"""``import onnxqa`` and answering never import torch, transformers or optimum."""
+"""``import onnxqa`` and answering never import torch, transformers, optimum or haystack."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import json, sys
 import onnxqa
 qa = onnxqa.load(sys.argv[1], device="cpu")
 answers = qa("Who designed the bridge?", "The bridge was designed by Margaret Ellison in 1931.")
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum", "onnx"))
+qa.answer_documents("Who designed the bridge?", ["The bridge was designed by Margaret Ellison.", "Paris."])
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum", "onnx", "haystack"))
 print(json.dumps({"answer": answers[0].text, "heavy": heavy}))
 """
 

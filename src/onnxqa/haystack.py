@@ -26,8 +26,8 @@ is no ``token`` nor ``model_kwargs``; ``device`` is ``"auto"``, ``"cpu"`` or ``"
 Haystack ``ComponentDevice`` is accepted too), with ``precision`` and ``threads`` as in
 :func:`onnxqa.load`; ``max_batch_size`` left as ``None`` uses onnxqa's per-device batch size
 (one window per call on a CPU) instead of one batch of every window; ``overlap_threshold`` is
-kept by ``to_dict`` (Haystack's reader drops it); documents whose ``content`` is ``None`` alone
-give the no-answer entry instead of an error.
+kept by ``to_dict`` (Haystack's reader drops it); documents whose ``content`` is ``None`` are skipped
+(Haystack's reader says it skips them, then fails on a length mismatch).
 """
 
 from __future__ import annotations

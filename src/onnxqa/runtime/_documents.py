@@ -143,6 +143,7 @@ def as_documents(documents: Iterable[object]) -> list[Document]:
         raise InputError("documents must be a list of documents, not a single string")
     out = []
     for i, doc in enumerate(documents):
+        meta: Any
         if isinstance(doc, str):
             content, doc_id, meta = doc, None, {}
         elif hasattr(doc, "content"):
