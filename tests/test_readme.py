@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,15 @@ def test_quickstart_and_python_api_run_as_written(tmp_path):
     )
     assert python.returncode == 0, python.stderr[-3000:]
     assert "cpu int8" in python.stdout
+
+
+def test_many_documents_and_haystack_examples_run_as_written(tmp_path, tiny):
+    shutil.copytree(tiny, tmp_path / "out" / "my-model")
+    for marker in ("test:documents-api", "test:haystack"):
+        run = subprocess.run([sys.executable, "-c", readme_block(marker)], cwd=tmp_path, capture_output=True, text=True)
+        assert run.returncode == 0, f"{marker}: {run.stderr[-3000:]}"
+        lines = run.stdout.strip().splitlines()
+        assert len(lines) == 4, run.stdout  # 3 answers and the no-answer entry
 
 
 def test_ci_runs_the_readme_commands():

@@ -1,4 +1,4 @@
-"""``import onnxqa`` and answering never import torch, transformers or optimum, nor the serving stack."""
+"""``import onnxqa`` and answering never import torch, transformers, optimum, haystack, nor the serving stack."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import asyncio
 pair = ("Who designed it?", "It was designed by Ada.")
 assert asyncio.run(qa.answer_async(*pair)) == qa(*pair)
 qa.close()
+qa.answer_documents("Who designed the bridge?", ["The bridge was designed by Margaret Ellison.", "Paris."])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in (
-    "torch", "transformers", "optimum", "onnx", "fastapi", "uvicorn", "starlette", "prometheus_client"
+    "torch", "transformers", "optimum", "onnx", "fastapi", "uvicorn", "starlette", "prometheus_client", "haystack"
 ))
 print(json.dumps({"answer": answers[0].text, "heavy": heavy}))
 """

@@ -17,13 +17,24 @@ from ._errors import (
     RequestTimeoutError,
     ValidationError,
 )
-from .runtime import Answer, BatchSettings, QAOptions, QuestionAnswerer, load
+from .runtime import (
+    Answer,
+    BatchSettings,
+    Document,
+    DocumentAnswer,
+    QAOptions,
+    QuestionAnswerer,
+    ReaderOptions,
+    load,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Answer",
     "BatchSettings",
+    "Document",
+    "DocumentAnswer",
     "ExportError",
     "InferenceError",
     "InputError",
@@ -33,6 +44,7 @@ __all__ = [
     "ProviderError",
     "QAOptions",
     "QuestionAnswerer",
+    "ReaderOptions",
     "RequestTimeoutError",
     "ValidationError",
     "__version__",

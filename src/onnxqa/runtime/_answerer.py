@@ -16,10 +16,11 @@ import numpy as np
 
 from .._errors import InputError, ModelLoadError, ProviderError, RequestTimeoutError
 from .._manifest import PRECISIONS, batch_invariant, read_manifest, read_verified, variant_status
-from ._answer import Answer, QAOptions
+from ._answer import DEFAULT_BATCH, Answer, QAOptions
 from ._batcher import Batcher, BatchSettings
 from ._buckets import plan_batches, resolve_buckets
 from ._decode import best_spans_batch, merge_answers, spans_to_chars
+from ._documents import DocumentAnswer, ReaderOptions, as_documents, select_answers, span_candidates, tokenizable
 from ._session import Engine, SessionSettings, default_threads, resolve_device
 from ._windows import Window, Windower, check_text
 
@@ -416,11 +417,64 @@ class QuestionAnswerer:
             answers.append((merge_answers(context, candidates, null_score=kept, top_k=opts.top_k), null))
         return answers
 
+    def answer_documents(self, question: str, documents: Iterable[object], **options: Any) -> list[DocumentAnswer]:
+        """The best answers to ``question`` across ``documents``, best first, as Haystack's reader finds them.
+
+        ``documents``: strings, :class:`Document` objects, or any objects with ``content`` (and
+        optionally ``id`` and ``meta``), Haystack's ``Document`` included; ``content=None`` ones are
+        skipped. Windows of all documents are packed into batches together. Scores are
+        ``sigmoid(calibration_factor * (start_logit + end_logit))``, comparable across windows and
+        documents. With ``no_answer`` (the default) the list holds one no-answer entry scored
+        ``prod(1 - score)`` over the answers kept. Options: :class:`ReaderOptions`.
+
+        Raises:
+            InputError: the question is empty, a document or an option is invalid, or the
+                question cannot be cut into windows of ``max_seq_length`` with ``stride``.
+        """
+        opts = ReaderOptions().updated(**options)
+        question = check_text("question", question)
+        if opts.max_seq_length > self._max_positions:
+            raise InputError(
+                f"max_seq_length ({opts.max_seq_length}) exceeds the model's {self._max_positions} positions; "
+                f"use max_seq_length <= {self._max_positions}"
+            )
+        docs = as_documents(documents)
+        present = [i for i, d in enumerate(docs) if d.content is not None]
+        windows = self._windower.document_windows(
+            question,
+            [tokenizable(docs[i].content) for i in present],  # type: ignore[arg-type]
+            max_seq_len=opts.max_seq_length,
+            stride=opts.stride,
+        )
+        candidates: list[list[tuple[int, int, int, float]]] = [[] for _ in windows]
+        order = sorted(range(len(windows)), key=lambda i: windows[i].input_ids.shape[0])
+        size = next(b for b in (opts.batch_size, self.options.batch_size, DEFAULT_BATCH[self.device]) if b is not None)
+        for b in range(0, len(order), size):
+            rows = order[b : b + size]
+            start, end, _ = self._run([windows[i] for i in rows], type_ids=opts.token_type_ids)
+            for r, i in enumerate(rows):
+                w = windows[i]
+                n = w.input_ids.shape[0]
+                spans = span_candidates(
+                    start[r, :n],
+                    end[r, :n],
+                    w.allowed,
+                    k=opts.answers_per_seq,
+                    calibration_factor=opts.calibration_factor,
+                )
+                offsets = w.encoding.offsets
+                candidates[i] = [
+                    (present[w.pair], offsets[s][0], offsets[e][1], score)
+                    for s, e, score in zip(spans.starts.tolist(), spans.ends.tolist(), spans.scores.tolist())
+                ]
+        return select_answers(docs, [c for window in candidates for c in window], opts)
+
     def _run(
-        self, batch: Sequence[Window], rows: int | None = None, width: int | None = None
+        self, batch: Sequence[Window], rows: int | None = None, width: int | None = None, type_ids: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Start and end logits of a batch padded to ``rows`` x ``width`` (default: its own size and
-        longest window), and which tokens may start or end an answer; padded rows are dropped."""
+        longest window), and which tokens may start or end an answer; padded rows are dropped.
+        ``type_ids=False`` feeds zeros as token type ids (what Haystack's reader does)."""
         n_rows = max(rows or 0, len(batch))
         width = max(width or 0, max(w.input_ids.shape[0] for w in batch))
         ids = np.full((n_rows, width), self._pad_id, dtype=np.int64)
@@ -431,7 +485,8 @@ class QuestionAnswerer:
         for r, w in enumerate(batch):
             n = w.input_ids.shape[0]
             ids[r, :n] = w.input_ids
-            types[r, :n] = w.type_ids
+            if type_ids:
+                types[r, :n] = w.type_ids
             mask[r, :n] = 1
             allowed[r, :n] = w.allowed
         start, end = self._engine.run(ids, types, mask)

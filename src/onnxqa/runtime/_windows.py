@@ -63,21 +63,21 @@ class Windower:
         self._plain.no_padding()
         self._cls = cls_token_id
         self._n_special = self._plain.num_special_tokens_to_add(is_pair=True)
-        self._by_shape: dict[tuple[int, int], Tokenizer] = {}
+        self._by_shape: dict[tuple[int, int, str], Tokenizer] = {}
         self._lock = threading.Lock()
 
     @property
     def vocab_size(self) -> int:
         return int(self._plain.get_vocab_size(with_added_tokens=True))
 
-    def _windowing(self, max_seq_len: int, doc_stride: int) -> Tokenizer:
-        key = (max_seq_len, doc_stride)
+    def _windowing(self, max_seq_len: int, doc_stride: int, strategy: str = "only_second") -> Tokenizer:
+        key = (max_seq_len, doc_stride, strategy)
         with self._lock:
             tok = self._by_shape.get(key)
             if tok is None:
                 tok = Tokenizer.from_str(self._json)
                 tok.no_padding()
-                tok.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second", direction="right")
+                tok.enable_truncation(max_seq_len, stride=doc_stride, strategy=strategy, direction="right")
                 self._by_shape[key] = tok
             return tok
 
@@ -122,6 +122,42 @@ class Windower:
                 out.append(
                     Window(
                         pair=first_pair + i,
+                        input_ids=ids,
+                        type_ids=np.asarray(window.type_ids, dtype=np.int64),
+                        allowed=allowed,
+                        encoding=window,
+                    )
+                )
+        return out
+
+    def document_windows(
+        self, question: str, contents: Sequence[str], *, max_seq_len: int, stride: int
+    ) -> list[Window]:
+        """All windows of ``question`` paired with each of ``contents``, as Haystack's reader cuts them.
+
+        That reader calls the tokenizer with ``truncation=True`` (``longest_first``): the same
+        windows as ``only_second`` while the question takes at most half the window; a longer
+        question is cut too, and its pieces are paired with the document's. ``Window.pair`` is the
+        index in ``contents``; ``allowed`` marks the document's tokens only.
+        """
+        tok = self._windowing(max_seq_len, stride, "longest_first")
+        try:
+            encodings = tok.encode_batch([(question, content) for content in contents])
+        except BaseException as exc:  # the tokenizers library panics on a stride too long for a piece
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise InputError(
+                f"the question and documents cannot be cut into windows of max_seq_length={max_seq_len} "
+                f"with stride={stride} ({exc}); lower the stride or raise max_seq_length"
+            ) from None
+        out: list[Window] = []
+        for i, enc in enumerate(encodings):
+            for window in [enc, *enc.overflowing]:
+                ids = np.asarray(window.ids, dtype=np.int64)
+                allowed = np.fromiter((s == 1 for s in window.sequence_ids), dtype=bool, count=len(ids))
+                out.append(
+                    Window(
+                        pair=i,
                         input_ids=ids,
                         type_ids=np.asarray(window.type_ids, dtype=np.int64),
                         allowed=allowed,
