@@ -21,12 +21,15 @@ def _pipeline(checkpoint):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_answers_equal_pipeline(seed, store, squad_v2):
+    """Every option set on the smallest seed; on the others (where the pipeline's time is the
+    suite's largest cost) the defaults and the set that combines top_k, impossible answers and
+    many small windows: the tokenizer and the graph are what differ between architectures."""
     out = store.exported(seed)
     pipe = _pipeline(store.checkpoint(seed))
     qa = onnxqa.load(out, device="cpu", precision="fp32")
     pairs = parity_pairs(squad_v2)
     failures = []
-    for options in OPTION_SETS:
+    for options in OPTION_SETS if seed == SEEDS[-1] else (OPTION_SETS[0], OPTION_SETS[-1]):
         ours = qa.batch(pairs, **options)
         for (question, context), answers in zip(pairs, ours):
             problem = compare(answers, pipe(question=question, context=context, **options))
