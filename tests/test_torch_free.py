@@ -1,4 +1,5 @@
-"""``import onnxqa`` and answering never import torch, transformers or optimum, nor the serving stack."""
+"""``import onnxqa`` and answering never import torch, transformers or optimum, nor the serving stack,
+Ray, pyarrow, pandas or tqdm."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ pair = ("Who designed it?", "It was designed by Ada.")
 assert asyncio.run(qa.answer_async(*pair)) == qa(*pair)
 qa.close()
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in (
-    "torch", "transformers", "optimum", "onnx", "fastapi", "uvicorn", "starlette", "prometheus_client"
+    "torch", "transformers", "optimum", "onnx", "fastapi", "uvicorn", "starlette", "prometheus_client",
+    "ray", "pyarrow", "pandas", "tqdm"
 ))
 print(json.dumps({"answer": answers[0].text, "heavy": heavy}))
 """

@@ -273,7 +273,10 @@ class _Parquet:
 
     @staticmethod
     def _file(path: Path) -> Any:
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise InputError(f"Parquet files need pyarrow: pip install pyarrow ({exc})") from exc
 
         try:
             return pq.ParquetFile(path)

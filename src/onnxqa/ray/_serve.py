@@ -183,9 +183,14 @@ def serve_until_stopped(
     import ray
 
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     own_cluster = address is None and not os.environ.get("RAY_ADDRESS")
+    previous: dict[int, Any] = {}
     try:
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
+        # after ray.init, whose core worker installs a SIGTERM handler of its own that aborts; a
+        # signal while the replicas start stops the server as soon as they are up
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
         run(model_dir, host=host, port=port, address=address, **options)
         print(
             f"onnxqa serve: {Path(model_dir).name} on Ray Serve ({options.get('replicas', 1)} replica(s)) "
