@@ -1,4 +1,5 @@
-"""``import onnxqa`` and answering never import torch, transformers, optimum, haystack, nor the serving stack."""
+"""``import onnxqa`` and answering never import torch, transformers, optimum, haystack, nor the serving
+stack, Ray, pyarrow, pandas or tqdm."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ answers = qa("Who designed the bridge?", "The bridge was designed by Margaret El
 import asyncio
 pair = ("Who designed it?", "It was designed by Ada.")
 assert asyncio.run(qa.answer_async(*pair)) == qa(*pair)
-qa.close()
 qa.answer_documents("Who designed the bridge?", ["The bridge was designed by Margaret Ellison.", "Paris."])
+qa.close()
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in (
-    "torch", "transformers", "optimum", "onnx", "fastapi", "uvicorn", "starlette", "prometheus_client", "haystack"
+    "torch", "transformers", "optimum", "onnx", "fastapi", "uvicorn", "starlette", "prometheus_client",
+    "ray", "pyarrow", "pandas", "tqdm", "haystack"
 ))
 print(json.dumps({"answer": answers[0].text, "heavy": heavy}))
 """

@@ -1,4 +1,11 @@
-"""Minimal progress reporting on stderr (no dependency): numbered steps and a counter bar."""
+"""Progress on stderr: counter bars from tqdm, and numbered step lines for the exporter.
+
+Counter bars (how many questions or rows of a known total are done, and how fast) are tqdm's.
+The exporter's steps are not a counter: each is a line of its own, ``[2/5] optimizing ...``
+followed by ``done in 3.1s`` and notes (fused-operator counts, validation results) that must
+stay in the terminal's scrollback and read the same in a CI log. A tqdm bar redraws one line in
+place and would overwrite them, so :class:`Steps` stays a ten-line printer.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-__all__ = ["Bar", "Steps"]
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+__all__ = ["Steps", "bar"]
 
 
 class Steps:
@@ -33,25 +43,10 @@ class Steps:
             print(f"      {text}", file=self.stream, flush=True)
 
 
-class Bar:
-    """A counter bar ``label  340/1000 [34%] 12.3/s`` redrawn in place at most 10 times a second."""
+def bar(total: int | None, label: str, *, unit: str = "question", enabled: bool = True, initial: int = 0) -> tqdm:
+    """A tqdm counter bar on stderr (``update(n)``, ``close()``); draws nothing when not ``enabled``."""
+    from tqdm import tqdm
 
-    def __init__(self, total: int, label: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
-        self.total, self.label, self.n, self.enabled = total, label, 0, enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.t0 = self._last = time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if self.enabled and (now - self._last > 0.1 or self.n >= self.total):
-            self._last = now
-            rate = self.n / max(now - self.t0, 1e-9)
-            pct = 100 * self.n // max(self.total, 1)
-            self.stream.write(f"\r{self.label}  {self.n}/{self.total} [{pct}%] {rate:.1f}/s")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
+    return tqdm(
+        total=total, desc=label, unit=f" {unit}s", initial=initial, disable=not enabled, file=sys.stderr, smoothing=0.1
+    )

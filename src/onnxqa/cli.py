@@ -1,4 +1,4 @@
-"""The ``onnxqa`` command: export, ask, eval, bench, serve. Each command adapts its arguments to one
+"""The ``onnxqa`` command: export, ask, eval, bench, batch, serve. Each command adapts its arguments to one
 typed function."""
 
 from __future__ import annotations
@@ -113,7 +113,75 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    options: dict[str, object] = {}
+    if args.handle_impossible_answer:
+        options["handle_impossible_answer"] = True
+    if args.max_answer_len is not None:
+        options["max_answer_len"] = args.max_answer_len
+    if args.ray is not None:
+        _need_ray()
+    report = run_batch(
+        args.model_dir,
+        args.input,
+        args.output,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        options=options,
+        chunk_rows=args.chunk_rows,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.quiet,
+        ray=args.ray is not None,
+        ray_address=args.ray or None,
+        actors=args.actors,
+        threads_per_actor=args.threads_per_actor,
+    )
+    print(
+        f"onnxqa batch: {report.answered} rows answered ({report.engine}, {report.seconds:.1f} s, "
+        f"{report.rows_per_s:.1f} rows/s), {report.skipped} already done, {len(report.failed)} failed; "
+        f"{report.rows} rows in {report.output}",
+        file=sys.stderr,
+    )
+    for row_id, message in report.failed[:20]:
+        print(f"  failed: {row_id}: {message}", file=sys.stderr)
+    if len(report.failed) > 20:
+        print(f"  ... and {len(report.failed) - 20} more (their error column says why)", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _need_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise OnnxQAError(f"--ray needs the ray extra: pip install 'onnxqa[ray]' ({exc})") from exc
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        _need_ray()
+        from .ray._serve import serve_until_stopped
+
+        return serve_until_stopped(
+            args.model_dir,
+            address=args.ray or None,
+            host=args.host,
+            port=args.port,
+            replicas=args.replicas,
+            num_cpus=args.num_cpus,
+            num_gpus=args.num_gpus,
+            device=args.device,
+            precision=args.precision,
+            threads=args.threads,
+            max_batch_size=args.max_batch_size,
+            batch_wait_timeout_s=(args.max_wait_ms or 0.0) / 1000,
+            max_queued_requests=args.max_queue,
+            max_body_bytes=args.max_body_bytes,
+            request_timeout=args.request_timeout,
+        )
     try:
         from .serve import run_server
     except ImportError as exc:
@@ -234,8 +302,59 @@ def build_parser() -> argparse.ArgumentParser:
         "--request-timeout", type=float, default=30.0, help="seconds before a request gets 504 (default: 30)"
     )
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    r = p.add_argument_group("Ray Serve (needs the ray extra)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="serve on Ray Serve: on the cluster at ADDRESS, or on a local Ray when none is given",
+    )
+    r.add_argument("--replicas", type=int, default=1, help="with --ray: replicas of the model (default: 1)")
+    r.add_argument("--num-cpus", type=float, default=1, help="with --ray: CPUs per replica (default: 1)")
+    r.add_argument("--num-gpus", type=float, default=0, help="with --ray: GPUs per replica (default: 0)")
+    r.add_argument(
+        "--max-batch-size", type=int, default=16, help="with --ray: requests coalesced into one call (default: 16)"
+    )
     _runtime_flags(p)
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser(
+        "batch",
+        help="answer every question/context row of a JSONL or Parquet file",
+        description="Answer every row (question, context, optional id and options) of INPUT into OUTPUT, "
+        "the same format with answer, score, start, end, is_impossible and error added.",
+    )
+    p.add_argument("model_dir")
+    p.add_argument("input", help="a .jsonl/.ndjson or .parquet/.pq file")
+    p.add_argument("output", help="the same format as INPUT; written only when every row is done")
+    p.add_argument("--resume", action="store_true", help="answer only the rows OUTPUT (or OUTPUT.partial/) lacks")
+    p.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
+    p.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty (no answer) answer")
+    p.add_argument("--max-answer-len", type=int, default=None, help="longest answer, in tokens (default: 15)")
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=256,
+        help="rows read, answered and written at a time (with --ray: rows per batch) (default: 256)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    r = p.add_argument_group("Ray Data (needs the ray extra)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="answer on the Ray cluster at ADDRESS, or on a local Ray when none is given",
+    )
+    r.add_argument("--actors", type=int, default=2, help="with --ray: model actors (default: 2)")
+    r.add_argument(
+        "--threads-per-actor", type=int, default=1, help="with --ray: onnxruntime threads (CPUs) per actor (default: 1)"
+    )
+    _runtime_flags(p)
+    p.set_defaults(func=_cmd_batch)
     return parser
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ._errors import InputError
 from ._paths import check_not_overlapping, write_text_atomic
-from ._progress import Bar
+from ._progress import bar as progress_bar
 from .squad import evaluate, load_squad, restrict, squad_version
 
 __all__ = ["predict", "run_eval"]
@@ -22,7 +22,7 @@ def predict(
     """Official-format predictions (id -> text) and no-answer probabilities (id -> null score)."""
     preds: dict[str, str] = {}
     na_probs: dict[str, float] = {}
-    bar = Bar(len(questions), "answering", enabled=progress)
+    bar = progress_bar(len(questions), "answering", enabled=progress)
     step = 256
     for first in range(0, len(questions), step):
         part = questions[first : first + step]

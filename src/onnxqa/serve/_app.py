@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +22,13 @@ from .._errors import InputError, OnnxQAError, OverloadedError, RequestTimeoutEr
 from ..runtime import BatchSettings, QuestionAnswerer, load
 from ._metrics import Metrics
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_REQUEST_TIMEOUT", "create_app"]
+if TYPE_CHECKING:
+    from ..runtime import Answer
+
+# answers pairs with options within a timeout: the app's way to the model (default: the async API)
+AnswerFn = Callable[[list[tuple[str, str]], dict[str, Any], float], Awaitable[list[list["Answer"]]]]
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_REQUEST_TIMEOUT", "build_app", "create_app"]
 
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_REQUEST_TIMEOUT = 30.0
@@ -104,8 +110,11 @@ _ERRORS = {code: {"model": ErrorResponse} for code in (413, 422, 503, 504)}
 class _Service:
     """What the routes share: the answerer, the metrics, readiness."""
 
-    def __init__(self, qa: QuestionAnswerer, model_name: str, request_timeout: float) -> None:
+    def __init__(
+        self, qa: QuestionAnswerer, model_name: str, request_timeout: float, answer_fn: AnswerFn | None = None
+    ) -> None:
         self.qa, self.request_timeout = qa, request_timeout
+        self.answer_fn: AnswerFn = answer_fn or self._answer_async
         self.facts = {"model": model_name, "precision": qa.precision, "device": qa.device}
         self.metrics = Metrics()
         self.metrics.model.labels(**self.facts).set(1)
@@ -133,10 +142,15 @@ class _Service:
         self.metrics.errors.labels(kind).inc()
         return JSONResponse({"error": kind, "message": message}, status_code=status, headers=headers)
 
+    async def _answer_async(
+        self, pairs: list[tuple[str, str]], options: dict[str, Any], timeout: float
+    ) -> list[list[Answer]]:
+        return await self.qa.batch_async(pairs, timeout=timeout, **options)
+
     async def answer(self, pairs: list[tuple[str, str]], body: _Options) -> Any:
         timeout = self.request_timeout if body.timeout is None else min(body.timeout, self.request_timeout)
         try:
-            return await self.qa.batch_async(pairs, timeout=timeout, **body.options())
+            return await self.answer_fn(pairs, body.options(), timeout)
         except InputError as exc:
             return self.error("invalid_request", 422, str(exc))
         except OverloadedError as exc:
@@ -258,7 +272,26 @@ def create_app(
         qa = model
     else:
         qa = load(model, device=device, precision=precision, threads=threads, batching=batching)
-    service = _Service(qa, model_name or qa.model_dir.name, float(request_timeout))
+    return build_app(qa, max_body_bytes=max_body_bytes, request_timeout=request_timeout, model_name=model_name)
+
+
+def build_app(
+    qa: QuestionAnswerer,
+    *,
+    answer_fn: AnswerFn | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    model_name: str | None = None,
+) -> FastAPI:
+    """:func:`create_app` for a loaded ``qa``, answering through ``answer_fn(pairs, options, timeout)``
+    (default: ``qa.batch_async``; the Ray Serve deployment passes its ``@serve.batch`` method).
+    ``answer_fn`` raises :class:`InputError`, :class:`OverloadedError` or
+    :class:`RequestTimeoutError` for the 422, 503 and 504 answers."""
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise InputError(f"max_body_bytes must be a positive integer, got {max_body_bytes!r}")
+    if isinstance(request_timeout, bool) or not isinstance(request_timeout, (int, float)) or not request_timeout > 0:
+        raise InputError(f"request_timeout must be a number of seconds > 0, got {request_timeout!r}")
+    service = _Service(qa, model_name or qa.model_dir.name, float(request_timeout), answer_fn)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
