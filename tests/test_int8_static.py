@@ -62,6 +62,7 @@ def test_static_int8_quantizes_every_encoder_matmul_and_attention(tiny, tmp_path
     calibration = int8["quantization"]["calibration"]
     assert calibration["source"].startswith("generated") and calibration["pairs"] == 200
     assert calibration["windows"] >= 200
+    assert int8["quantization"]["smoothed"].startswith(f"{layers} GELU-fed MatMuls")
 
 
 def test_static_int8_answers_do_not_depend_on_batch_neighbours(tiny, squad_v2):

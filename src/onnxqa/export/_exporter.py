@@ -415,6 +415,7 @@ def _quantize(
             "activations": f"uint8, per tensor, ranges calibrated at export ({config.calibration_method})",
             "calibration": {**record, "windows": len(feeds)},
             "int8": f"{done['attention']} attention QKV projections, {done['matmuls']} MatMuls",
+            "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha 0.5)",
             "kept_fp32": f"{done['kept_fp32']} QA output head MatMul",
         }
     else:

@@ -1,8 +1,9 @@
 """int8 quantization of the optimized fp32 graph: static (calibrated at export) or dynamic.
 
-Static, the default, in four steps on the fused CPU graph:
+Static, the default, in five steps on the fused CPU graph:
 
-    attention -> QAttention (int8 weights per column; input scale calibrated, a constant)
+    SmoothQuant on the feed-forward output MatMuls (GELU outliers moved into the weights)
+    -> attention -> QAttention (int8 weights per column; input scale calibrated, a constant)
     -> every encoder MatMul -> QuantizeLinear / DequantizeLinear around it (QDQ; int8 weights per
        column, uint8 activations per tensor with calibrated ranges), which onnxruntime runs as
        MatMulIntegerToFloat
@@ -147,6 +148,55 @@ def _residuals_to_fp32(model: Any) -> int:
     return rewired
 
 
+def _channel_absmax(model: Any, tensors: list[str], feeds: Any) -> dict[str, np.ndarray]:
+    """Per-channel (last axis) max |x| of ``tensors`` over the calibration windows."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    probe = type(model)()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    absmax = {t: np.zeros(0, np.float32) for t in tensors}
+    while (feed := feeds.get_next()) is not None:
+        for t, x in zip(tensors, session.run(tensors, feed)):
+            m = np.abs(x).reshape(-1, x.shape[-1]).max(axis=0)
+            absmax[t] = m if absmax[t].size == 0 else np.maximum(absmax[t], m)
+    return absmax
+
+
+def _smooth_gelu_inputs(model: Any, feeds: Any, alpha: float) -> int:
+    """SmoothQuant on the MatMuls fed by GELU: divide the GELU output by s per channel (a Mul) and
+    multiply the weight's rows by s, s = max|x|^alpha / max|w|^(1 - alpha), so that the widest
+    activation channels (outliers) move into the per-channel weights. Same function, flatter
+    activations for the per-tensor activation scale. The number of MatMuls smoothed."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    gelu = {o for n in g.node if n.op_type in ("Gelu", "BiasGelu", "FastGelu") for o in n.output}
+    weights = {i.name: i for i in g.initializer}
+    targets = [n for n in g.node if n.op_type == "MatMul" and n.input[0] in gelu and n.input[1] in weights]
+    if not targets:
+        return 0
+    absmax = _channel_absmax(model, sorted({n.input[0] for n in targets}), feeds)
+    nodes: list[Any] = []
+    for node in g.node:
+        if node in targets:
+            w = numpy_helper.to_array(weights[node.input[1]])
+            x_max = np.maximum(absmax[node.input[0]], 1e-5)
+            w_max = np.maximum(np.abs(w).max(axis=1), 1e-5)
+            s = np.clip(x_max**alpha / w_max ** (1 - alpha), 1e-5, None).astype(np.float32)
+            weights[node.input[1]].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), node.input[1]))
+            inv, smoothed = f"{node.name}_smooth_inv_scale", f"{node.input[0]}_smoothed_{len(nodes)}"
+            g.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv))
+            nodes.append(helper.make_node("Mul", [node.input[0], inv], [smoothed], name=f"{node.name}_smooth"))
+            node.input[0] = smoothed
+        nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    return len(targets)
+
+
 def quantize_static_int8(
     fp32: Path,
     out: Path,
@@ -154,9 +204,14 @@ def quantize_static_int8(
     *,
     calibration: str = "minmax",
     percentile: float = 99.999,
+    smooth_alpha: float | None = 0.5,
+    reduce_range: bool = False,
+    keep_fp32: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Static int8 of the optimized fp32 graph at ``fp32``, activation ranges calibrated on ``feeds``
-    (batch-of-one model inputs). Returns the counts of what was quantized and what stayed fp32."""
+    (batch-of-one model inputs), the GELU-fed MatMuls smoothed with ``smooth_alpha`` (None: not
+    smoothed). ``reduce_range``: 7-bit weights; ``keep_fp32``: names of further MatMuls to leave in
+    fp32 (both for measurements). Returns the counts of what was quantized, smoothed and kept in fp32."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -166,9 +221,10 @@ def quantize_static_int8(
     method, _, quantizer_options = _calibrator_options(calibration, percentile)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model = _typed(onnx.load(fp32))
+        model = onnx.load(fp32)
         names = _input_names(model)
-        onnx.save(model, work / "typed.onnx")
+        smoothed = 0 if smooth_alpha is None else _smooth_gelu_inputs(model, _Feeds(feeds, names), smooth_alpha)
+        onnx.save(_typed(model), work / "typed.onnx")
         ranges = _attention_ranges(work / "typed.onnx", _Feeds(feeds, names), calibration, percentile)
         quantize_dynamic(
             work / "typed.onnx",
@@ -181,6 +237,7 @@ def quantize_static_int8(
         attention = _static_attention(model, ranges)
         onnx.save(_typed(model), work / "attention.onnx")
         head = [n.name for n in model.graph.node if n.op_type == "MatMul" and _QA_HEAD in n.name]
+        head += list(keep_fp32)
         quantize_static(
             work / "attention.onnx",
             work / "static.onnx",
@@ -192,6 +249,7 @@ def quantize_static_int8(
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=head,
             calibrate_method=method,
+            reduce_range=reduce_range,
             extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"], **quantizer_options},
         )
         model = onnx.load(work / "static.onnx")
@@ -199,7 +257,7 @@ def quantize_static_int8(
         model.ir_version = min(model.ir_version, 10)  # onnxruntime reads up to 13; onnx may write newer
         onnx.save(model, out)
     matmuls = sum(n.op_type == "MatMul" for n in model.graph.node)
-    return {"attention": attention, "matmuls": matmuls - len(head), "kept_fp32": len(head)}
+    return {"attention": attention, "matmuls": matmuls - len(head), "kept_fp32": len(head), "smoothed": smoothed}
 
 
 def quantize_dynamic_int8(fp32: Path, out: Path) -> list[str]:
