@@ -88,10 +88,10 @@ def _variants() -> dict[str, Variant]:
         ),
         "static, no smoothing, FFN output in fp32, train calibration": (static_ffn_fp32, "train", True),
         "static, no smoothing, generated calibration": (static(smooth_alpha=None), "generated", False),
-        "static, SmoothQuant 0.5, train calibration (--calibration)": (static(), "train", False),
-        "static, SmoothQuant 0.8, train calibration": (static(smooth_alpha=0.8), "train", False),
-        "static, SmoothQuant 0.5, generated calibration (default)": (static(), "generated", True),
-        "static, SmoothQuant 0.8, generated calibration": (static(smooth_alpha=0.8), "generated", False),
+        "static, SmoothQuant 0.5, train calibration": (static(smooth_alpha=0.5), "train", False),
+        "static, SmoothQuant 0.8, train calibration (--calibration)": (static(), "train", False),
+        "static, SmoothQuant 0.5, generated calibration": (static(smooth_alpha=0.5), "generated", False),
+        "static, SmoothQuant 0.8, generated calibration (default)": (static(), "generated", True),
     }
 
 

@@ -63,10 +63,16 @@ class _Store:
             from onnxqa.export import ExportConfig, export
 
             out = self.base / "onnx" / key
-            # the int8 check on fewer generated pairs than the default for the big seeds: the check
-            # itself is tested on bert-tiny and the reference model with the default
+            # the int8 check and calibration on fewer generated pairs than the default for the big
+            # seeds: both are tested on bert-tiny and the reference model with the defaults
             pairs = 200 if name in (SEEDS[-1], REFERENCE) else 30
-            config = ExportConfig(precisions=("fp32", "int8"), check_pairs=pairs, int8=int8, progress=False)
+            config = ExportConfig(
+                precisions=("fp32", "int8"),
+                check_pairs=pairs,
+                int8=int8,
+                calibration_pairs=200 if pairs == 200 else 50,
+                progress=False,
+            )
             export(str(self.checkpoint(name)), out, config)
             self.exports[key] = out
         return self.exports[key]

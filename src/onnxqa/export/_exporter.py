@@ -32,7 +32,7 @@ from .._progress import Steps
 from ..runtime._windows import Windower
 from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
-from ._quantize import CALIBRATIONS, quantize_dynamic_int8, quantize_static_int8
+from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
 from ._source import Checkpoint, load_checkpoint, resolve
 
 __all__ = ["ExportConfig", "export", "quantize_int8"]
@@ -415,7 +415,7 @@ def _quantize(
             "activations": f"uint8, per tensor, ranges calibrated at export ({config.calibration_method})",
             "calibration": {**record, "windows": len(feeds)},
             "int8": f"{done['attention']} attention QKV projections, {done['matmuls']} MatMuls",
-            "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha 0.5)",
+            "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha {SMOOTH_ALPHA})",
             "kept_fp32": f"{done['kept_fp32']} QA output head MatMul",
         }
     else:
