@@ -57,18 +57,25 @@ class _Store:
                 self.checkpoints[name] = make_checkpoint(shared_path("seeds", name), self.base / "ckpt" / name)
         return self.checkpoints[name]
 
-    def exported(self, name: str) -> Path:
-        if name not in self.exports:
+    def exported(self, name: str, int8: str = "static") -> Path:
+        key = name if int8 == "static" else f"{name}-{int8}"
+        if key not in self.exports:
             from onnxqa.export import ExportConfig, export
 
-            out = self.base / "onnx" / name
-            # the int8 check on fewer generated pairs than the default for the big seeds: the check
-            # itself is tested on bert-tiny and the reference model with the default
+            out = self.base / "onnx" / key
+            # the int8 check and calibration on fewer generated pairs than the default for the big
+            # seeds: both are tested on bert-tiny and the reference model with the defaults
             pairs = 200 if name in (SEEDS[-1], REFERENCE) else 30
-            config = ExportConfig(precisions=("fp32", "int8"), check_pairs=pairs, progress=False)
+            config = ExportConfig(
+                precisions=("fp32", "int8"),
+                check_pairs=pairs,
+                int8=int8,
+                calibration_pairs=200 if pairs == 200 else 50,
+                progress=False,
+            )
             export(str(self.checkpoint(name)), out, config)
-            self.exports[name] = out
-        return self.exports[name]
+            self.exports[key] = out
+        return self.exports[key]
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +87,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> _Store:
 def tiny(store: _Store) -> Path:
     """The smallest seed (2 layers, hidden 128), exported: for fast runtime tests."""
     return store.exported("bert-tiny-finetuned-squadv2")
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamic(store: _Store) -> Path:
+    """The smallest seed with the dynamic int8 variant (scales computed per call)."""
+    return store.exported("bert-tiny-finetuned-squadv2", int8="dynamic")
 
 
 @pytest.fixture(scope="session")

@@ -152,8 +152,20 @@ def test_coalesced_answers_equal_answers_alone(tiny, questions):
     qa.close()
 
 
-def test_int8_requests_are_never_coalesced_and_equal_the_sync_api(tiny, questions):
-    qa = onnxqa.load(tiny, device="cpu", precision="int8")
+def test_static_int8_requests_are_coalesced_and_equal_answers_alone(tiny, questions):
+    qa = onnxqa.load(tiny, device="cpu", precision="int8", batching=onnxqa.BatchSettings(max_windows=8))
+    assert qa.batch_invariant
+    calls: list[int] = []
+    qa.add_batch_listener(lambda requests, windows, seconds: calls.append(requests))
+    alone = [asyncio.run(qa.answer_async(q, c)) for q, c in questions]
+    together = asyncio.run(_concurrently(qa, questions))
+    assert _spans(together) == _spans(alone) == _spans(qa.batch(questions))
+    assert max(calls) > 1, "concurrent requests were never coalesced"
+    qa.close()
+
+
+def test_dynamic_int8_requests_are_never_coalesced_and_equal_the_sync_api(tiny_dynamic, questions):
+    qa = onnxqa.load(tiny_dynamic, device="cpu", precision="int8")
     assert not qa.batch_invariant
     calls: list[int] = []
     qa.add_batch_listener(lambda requests, windows, seconds: calls.append(requests))

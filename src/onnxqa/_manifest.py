@@ -102,9 +102,11 @@ def variant_status(variant: dict[str, Any]) -> str:
 def batch_invariant(name: str, variant: dict[str, Any]) -> bool:
     """Whether a window's logits under this variant are independent of its batch neighbours.
 
-    Not so for dynamic quantization (the exporter's int8): activation scales are computed per
-    inference call over the whole batch, so other windows in the call shift a window's scores. A
-    variant without a quantization record counts as dynamic when its precision is int8.
+    Not so for dynamic quantization (``--int8 dynamic``): activation scales are computed per
+    inference call over the whole batch, so other windows in the call shift a window's scores.
+    Static int8 (the exporter's default) uses scales calibrated at export and is invariant. A
+    variant without a quantization record counts as dynamic when its precision is int8 (manifests
+    written before static int8).
     """
     quantization = variant.get("quantization")
     if isinstance(quantization, dict):

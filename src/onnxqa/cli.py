@@ -31,6 +31,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         atol=args.atol,
         tokenizer=args.tokenizer,
         opset=args.opset,
+        int8=args.int8,
+        calibration=args.calibration,
+        calibration_pairs=args.calibration_pairs,
         progress=not args.quiet,
     )
     manifest = export(args.source, args.output_dir, config)
@@ -232,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| logit difference (default: 1e-4)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)")
+    p.add_argument(
+        "--int8",
+        choices=("static", "dynamic"),
+        default="static",
+        help="int8 quantization: static (ranges calibrated at export; answers independent of batching) or "
+        "dynamic (scales per call, feed-forward outputs in fp32) (default: static)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        default=None,
+        help="SQuAD-format JSON of your domain to calibrate static int8 on (default: generated pairs, bundled)",
+    )
+    p.add_argument(
+        "--calibration-pairs", type=int, default=200, help="questions of the calibration set used (default: 200)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_export)
 

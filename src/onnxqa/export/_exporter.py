@@ -2,8 +2,8 @@
 
 The steps, one function each, run by :func:`export`:
 
-    load -> export ONNX -> optimize (fp32) -> validate against PyTorch -> quantize (int8)
-    -> optimize for GPU and convert (fp16) -> manifest -> rename into place
+    load -> export ONNX -> optimize (fp32) -> validate against PyTorch -> calibrate and quantize
+    (int8) -> optimize for GPU and convert (fp16) -> manifest -> rename into place
 
 Heavy dependencies (torch, transformers, optimum, onnx) are imported here only, never by the
 runtime. Everything is written into a hidden temporary directory beside OUTPUT_DIR and renamed
@@ -14,7 +14,6 @@ existing OUTPUT_DIR is replaced only with ``force`` and only when it is an onnxq
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -32,7 +31,8 @@ from .._paths import check_not_overlapping, is_model_dir
 from .._progress import Steps
 from ..runtime._windows import Windower
 from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
-from ._pairs import check_pairs, validation_pairs
+from ._pairs import calibration_pairs, check_pairs, validation_pairs
+from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
 from ._source import Checkpoint, load_checkpoint, resolve
 
 __all__ = ["ExportConfig", "export", "quantize_int8"]
@@ -43,8 +43,10 @@ LAYERNORM_OPS = ("SkipLayerNormalization", "LayerNormalization", "EmbedLayerNorm
 _COUNTED = (
     ATTENTION_OPS
     + LAYERNORM_OPS
-    + ("Gelu", "BiasGelu", "FastGelu", "MatMulInteger", "DynamicQuantizeLinear", "QAttention")
+    + ("Gelu", "BiasGelu", "FastGelu", "MatMul", "MatMulInteger", "DynamicQuantizeLinear", "QAttention")
+    + ("QuantizeLinear", "DequantizeLinear")
 )
+INT8_METHODS = ("static", "dynamic")
 FP32_FILE, INT8_FILE, FP16_FILE, TOKENIZER_FILE = (
     "model.fp32.onnx",
     "model.int8.onnx",
@@ -59,7 +61,11 @@ class ExportConfig:
 
     ``tokenizer``: a directory or hub id to take the tokenizer files from, for checkpoints saved
     without them. ``check_pairs``: generated question/context pairs added to the bundled ones for
-    the int8 / fp16 checks against fp32.
+    the int8 / fp16 checks against fp32. ``int8``: ``"static"`` (activation ranges calibrated at
+    export, every encoder MatMul and attention in int8, answers independent of batch neighbours) or
+    ``"dynamic"`` (scales computed per call, feed-forward output MatMuls in fp32). ``calibration``:
+    a SQuAD-format JSON file of the user's domain to calibrate static int8 on (default: generated
+    pairs bundled with onnxqa); ``calibration_pairs`` of its questions are used, a fixed sample.
     """
 
     precisions: tuple[str, ...] = ("fp32", "int8")
@@ -68,6 +74,10 @@ class ExportConfig:
     tokenizer: str | None = None
     check_pairs: int = 200
     opset: int | None = None
+    int8: str = "static"
+    calibration: str | None = None
+    calibration_pairs: int = 200
+    calibration_method: str = "minmax"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -80,6 +90,15 @@ class ExportConfig:
             raise ExportError(f"atol must be positive, got {self.atol}")
         if isinstance(self.check_pairs, bool) or not isinstance(self.check_pairs, int) or self.check_pairs < 0:
             raise ExportError(f"check_pairs must be an integer >= 0, got {self.check_pairs!r}")
+        if self.int8 not in INT8_METHODS:
+            raise ExportError(f"int8 must be one of {', '.join(INT8_METHODS)}, got {self.int8!r}")
+        if self.calibration_method not in CALIBRATIONS:
+            raise ExportError(
+                f"calibration_method must be one of {', '.join(CALIBRATIONS)}, got {self.calibration_method!r}"
+            )
+        n = self.calibration_pairs
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ExportError(f"calibration_pairs must be an integer >= 1, got {n!r}")
 
 
 def _check_output(out: Path, inputs: list[tuple[str, Path]], force: bool) -> None:
@@ -113,6 +132,11 @@ def export(source: str, output_dir: str | os.PathLike[str], config: ExportConfig
     src, from_hub = resolve(source)
     tok = resolve(config.tokenizer, "tokenizer")[0] if config.tokenizer else None
     inputs = [("the source checkpoint", src)] + ([("the tokenizer directory", tok)] if tok is not None else [])
+    if config.calibration is not None:
+        calibration = Path(config.calibration).expanduser()
+        if not calibration.is_file():
+            raise ExportError(f"calibration file {calibration} not found; pass a SQuAD-format JSON file")
+        inputs.append(("the calibration file", calibration))
     _check_output(out, inputs, config.force)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -188,8 +212,8 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
             )
 
     if "int8" in config.precisions:
-        with steps.step("quantizing to int8 and checking it against fp32"):
-            _quantize(work, manifest, opset)
+        with steps.step(f"quantizing to int8 ({config.int8}) and checking it against fp32"):
+            _quantize(work, manifest, opset, config, windower, uses_types)
             check("int8", INT8_FILE, "cpu")
     if "fp16" in config.precisions:
         with steps.step("optimizing for GPU and converting to fp16 (float32 inputs/outputs)"):
@@ -352,17 +376,58 @@ def _validate_fp32(
     return validation
 
 
-def _quantize(work: Path, manifest: dict[str, Any], opset: int) -> None:
+def _calibration_set(config: ExportConfig) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The calibration pairs of static int8 and their record for the manifest."""
+    n = config.calibration_pairs
+    if config.calibration is None:
+        return calibration_pairs(n), {"source": "generated (bundled with onnxqa)", "pairs": n}
+    import random
+
+    from .._errors import InputError
+    from ..squad import load_squad
+
+    path = Path(config.calibration).expanduser()
+    try:
+        questions = load_squad(path)[1]
+    except InputError as exc:
+        raise ExportError(f"cannot read the calibration file: {exc}") from exc
+    if not questions:
+        raise ExportError(f"the calibration file {path} has no questions")
+    chosen = sorted(random.Random(0).sample(range(len(questions)), min(n, len(questions))))
+    pairs = [(questions[i].question, questions[i].context) for i in chosen]
+    return pairs, {"source": path.name, "sha256": sha256_file(path), "pairs": len(pairs)}
+
+
+def _quantize(
+    work: Path, manifest: dict[str, Any], opset: int, config: ExportConfig, windower: Windower, uses_types: bool
+) -> None:
+    """int8 of the optimized fp32 graph, static (calibrated here) or dynamic."""
     import onnx
 
-    kept = quantize_int8(work / FP32_FILE, work / INT8_FILE)
+    if config.int8 == "static":
+        pairs, record = _calibration_set(config)
+        feeds = model_inputs(windower, pairs, uses_types)
+        done = quantize_static_int8(work / FP32_FILE, work / INT8_FILE, feeds, calibration=config.calibration_method)
+        quantization = {
+            "method": "static",
+            "format": "QDQ MatMuls, QAttention",
+            "weights": "int8, per channel",
+            "activations": f"uint8, per tensor, ranges calibrated at export ({config.calibration_method})",
+            "calibration": {**record, "windows": len(feeds)},
+            "int8": f"{done['attention']} attention QKV projections, {done['matmuls']} MatMuls",
+            "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha {SMOOTH_ALPHA})",
+            "kept_fp32": f"{done['kept_fp32']} QA output head MatMul",
+        }
+    else:
+        kept = quantize_dynamic_int8(work / FP32_FILE, work / INT8_FILE)
+        quantization = {
+            "method": "dynamic",
+            "weights": "int8, per channel",
+            "activations": "uint8, per tensor, at run time",
+            "kept_fp32": f"{len(kept)} feed-forward output MatMuls (inputs after GELU)",
+        }
     entry = _variant_entry(work, INT8_FILE, "int8", opset, _fused_counts(onnx.load(work / INT8_FILE)))
-    entry["quantization"] = {
-        "method": "dynamic",
-        "weights": "int8, per channel",
-        "activations": "uint8, per tensor, at run time",
-        "kept_fp32": f"{len(kept)} feed-forward output MatMuls (inputs after GELU)",
-    }
+    entry["quantization"] = quantization
     manifest["variants"]["int8"] = entry
     _write_manifest(work, manifest)
 
@@ -398,27 +463,5 @@ def _fused_counts(onnx_model: Any) -> dict[str, int]:
 
 
 def quantize_int8(fp32: Path, out: Path) -> list[str]:
-    """Dynamic int8 quantization, per-channel weights; the MatMuls fed by GELU stay fp32.
-
-    Chosen by measured accuracy on the reference model (``benchmarks/int8_variants.py``): on 1,200
-    held-out questions per-tensor weights lost 2.5 F1 points, per-channel 0.9, per-channel with the
-    feed-forward output projections (whose GELU inputs have the widest, most skewed ranges) kept
-    in fp32 none.
-    Returns the names of the MatMuls kept in fp32.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    graph = onnx.load(fp32, load_external_data=False).graph
-    gelu_out = {o for n in graph.node if n.op_type in ("Gelu", "BiasGelu", "FastGelu") for o in n.output}
-    kept = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] in gelu_out and n.name]
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    quantize_dynamic(
-        fp32,
-        out,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=kept,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    return kept
+    """The dynamic variant (kept for callers of the earlier name): see ``quantize_dynamic_int8``."""
+    return quantize_dynamic_int8(fp32, out)

@@ -4,6 +4,9 @@ The generated pairs are written from templates and invented names with a fixed s
 factual, SQuAD-like paragraphs (one window each) with questions whose answers are in the text.
 They are original text made here, so they carry no licence of any dataset. Enough of them (200
 by default) that one borderline question cannot decide whether a quantized variant passes.
+
+The default calibration set of static int8 is made the same way, with another seed, and with
+contexts of several joined paragraphs so that windows are as long as real ones.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import random
 from importlib import resources
 
-__all__ = ["check_pairs", "generated_pairs", "validation_pairs"]
+__all__ = ["calibration_pairs", "check_pairs", "generated_pairs", "validation_pairs"]
 
 _FIRST = [
     "Margaret",
@@ -58,7 +61,10 @@ def validation_pairs() -> list[tuple[str, str]]:
 
 def generated_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """``n`` generated pairs, the same for the same ``n`` and ``seed``."""
-    rng = random.Random(seed)
+    return _generated(n, random.Random(seed))
+
+
+def _generated(n: int, rng: random.Random) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     while len(pairs) < n:
         thing, verb, measure_verb, unit = rng.choice(_THINGS)
@@ -93,3 +99,15 @@ def generated_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 def check_pairs(n_generated: int) -> list[tuple[str, str]]:
     """The bundled pairs followed by ``n_generated`` generated ones."""
     return validation_pairs() + generated_pairs(n_generated)
+
+
+def calibration_pairs(n: int, seed: int = 1) -> list[tuple[str, str]]:
+    """``n`` generated pairs whose contexts join 2 to 12 paragraphs (one to two 384-token windows),
+    the bundled hand-written pairs first: the default calibration set of static int8."""
+    rng = random.Random(seed)
+    pairs = validation_pairs()[:n]
+    while len(pairs) < n:
+        paragraphs = _generated(rng.randint(2, 12), rng)
+        question = rng.choice(paragraphs)[0]
+        pairs.append((question, " ".join(c for _, c in paragraphs)))
+    return pairs

@@ -223,9 +223,10 @@ class QuestionAnswerer:
     def batch_invariant(self) -> bool:
         """Whether a window's answers are independent of the other windows in its inference call.
 
-        True for fp32 and fp16, whose windows the async API coalesces across requests. False for
-        the int8 variant (dynamic quantization: activation scales are computed per call), whose
-        requests the async API runs each in calls of their own.
+        True for fp32, fp16 and static int8 (activation scales calibrated at export), whose windows
+        the async API coalesces across requests. False for dynamic int8 (``--int8 dynamic``:
+        activation scales are computed per call), whose requests the async API runs each in calls
+        of their own.
         """
         return self._batch_invariant
 
