@@ -18,15 +18,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-SEEDS = (
-    "tinybert-6l-768d-squad2",
-    "tinyroberta-squad2",
-    "distilbert-base-cased-distilled-squad",
-    "minilm-uncased-squad2",
-    "bert-tiny-finetuned-squadv2",
-)
+from compare import ROOT, SEEDS, SHARED  # the seed list and paths, shared with the side-by-side benchmark
+
 REFERENCE = "minilm-l6-squad-ref"
 
 
