@@ -45,6 +45,19 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def server_stack() -> dict[str, str | None]:
+    """Versions of the HTTP stack; uvicorn uses uvloop and httptools when they are installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("fastapi", "uvicorn", "uvloop", "httptools"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def squad_pairs(n: int) -> list[tuple[str, str]]:
     data = json.loads((SHARED / "data" / "squad" / "dev-v2.0.json").read_text(encoding="utf-8"))
     pairs = [(q["question"], p["context"]) for a in data["data"] for p in a["paragraphs"] for q in p["qas"]]
@@ -326,6 +339,7 @@ def main() -> None:
     pairs = squad_pairs(args.questions)
     result: dict[str, Any] = {
         "machine": machine_facts(),
+        "server_stack": server_stack(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "settings": vars(args),
         "runs": [],

@@ -265,3 +265,21 @@ def test_readme_create_app_example_runs(tiny):
     with TestClient(scope["app"]) as c:
         r = c.post("/qa/v1/answer", json={"question": "Who designed it?", "context": CONTEXT})
         assert r.status_code == 200 and r.json()["answers"][0]["text"]
+
+
+@pytest.mark.parametrize(("flags", "arena"), [([], True), (["--no-memory-arena"], False)])
+def test_serve_memory_arena_flag_reaches_the_session(tiny, monkeypatch, flags, arena):
+    """`onnxqa serve --no-memory-arena` loads the model with onnxruntime's CPU arena off."""
+    from onnxqa import cli
+    from onnxqa.serve import _server
+
+    loaded = []
+
+    def load_then_stop(*args, **kwargs):
+        loaded.append(onnxqa.load(*args, **kwargs))
+        raise onnxqa.OnnxQAError("loaded; not serving in this test")
+
+    monkeypatch.setattr(_server, "load", load_then_stop)
+    assert cli.main(["serve", str(tiny), "--port", str(_free_port()), *flags]) == 2
+    assert loaded[0]._engine.session.get_session_options().enable_cpu_mem_arena is arena
+    loaded[0].close()

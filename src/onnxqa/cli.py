@@ -202,6 +202,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         batching=batching,
         max_body_bytes=args.max_body_bytes,
         request_timeout=args.request_timeout,
+        arena=args.arena,
         log_level=args.log_level,
     )
 
@@ -319,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting before new ones get 503 (default: 256)")
     p.add_argument(
         "--request-timeout", type=float, default=30.0, help="seconds before a request gets 504 (default: 30)"
+    )
+    p.add_argument(
+        "--no-memory-arena",
+        dest="arena",
+        action="store_false",
+        help="turn off onnxruntime's CPU memory arena: memory follows each call's need instead of keeping its peak",
     )
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     r = p.add_argument_group("Ray Serve (needs the ray extra)")

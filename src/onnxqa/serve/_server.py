@@ -25,17 +25,19 @@ def run_server(
     batching: BatchSettings | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    arena: bool = True,
     log_level: str = "warning",
 ) -> int:
     """Load ``model_dir`` and serve it until SIGTERM or SIGINT; returns 0 after a graceful stop.
 
     On the signal the server stops accepting connections, answers the requests in flight (for at
-    most ``request_timeout`` seconds more), stops the batching threads and returns.
+    most ``request_timeout`` seconds more), stops the batching threads and returns. ``arena``:
+    onnxruntime's CPU memory arena, as in :func:`onnxqa.load`.
 
     Raises:
         ModelLoadError, ProviderError, InputError: as :func:`onnxqa.load` (before anything listens).
     """
-    qa = load(model_dir, device=device, precision=precision, threads=threads, batching=batching)
+    qa = load(model_dir, device=device, precision=precision, threads=threads, batching=batching, arena=arena)
     app = create_app(qa, max_body_bytes=max_body_bytes, request_timeout=request_timeout)
     config = uvicorn.Config(
         app,
