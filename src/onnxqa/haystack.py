@@ -8,7 +8,8 @@ arguments and defaults, the same ``run`` arguments, the same answers (Haystack `
 objects with the document attached and ``meta["answer_page_number"]``), with the model run by
 ONNX Runtime. Only core Haystack APIs present in 2.x and 3.x are used (``component``,
 ``Document``, ``ExtractedAnswer``, ``default_to_dict`` / ``default_from_dict``); tested with
-haystack-ai 2.31.
+haystack-ai 2.31 and 3.4 (``tests/test_haystack3.py``). Haystack 3 loads YAML pipelines naming this
+class only with ``allowed_modules=["onnxqa.haystack"]`` (or ``HAYSTACK_DESERIALIZATION_ALLOWLIST``).
 
 Where Haystack's reader does something odd, this one does the same by default, so that answers
 are identical:
