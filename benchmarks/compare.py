@@ -79,11 +79,14 @@ def matmul_peak(precision: str, seconds: float = 3.0) -> float:
     model.ir_version = 10  # onnx writes a newer IR than onnxruntime reads
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     sess.run(None, {"a": a})
-    runs, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        sess.run(None, {"a": a})
-        runs += 1
-    return 2 * m * k * n * runs / (time.perf_counter() - t0) / 1e9
+    best = 0.0
+    for _ in range(5):  # the best of five spells: a limit, so the spell least disturbed by the machine
+        runs, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 5:
+            sess.run(None, {"a": a})
+            runs += 1
+        best = max(best, 2 * m * k * n * runs / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
 def window_flops(arch: dict[str, int], n: int) -> float:
