@@ -181,7 +181,10 @@ def accuracy(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         rows[name] = {"exact": s["exact"], "f1": s["f1"], "batch_invariance": same, "bytes": file.stat().st_size}
         rows[name]["ops"] = _op_counts(file)
         print(f"{name}: F1 {s['f1']:.2f}, bs64 = bs1 on {same:.1%}", file=sys.stderr, flush=True)
-    return {"questions": len(questions), "invariance_questions": len(pairs), "variants": rows}
+    from onnxqa.bench import machine_facts
+
+    # int8 kernels differ between CPUs (AVX2 alone, AVX-512 VNNI, AMX): record which one ran them
+    return {"machine": machine_facts(), "questions": len(questions), "invariance_questions": len(pairs), "variants": rows}
 
 
 def speed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -192,7 +195,10 @@ def speed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     questions = load_squad(SHARED / "data" / "squad" / "dev-v2.0.json")[1][: args.speed_questions]
     pairs = [(q.question, q.context) for q in questions]
     peak = matmul_peak("int8")
+    from onnxqa.bench import machine_facts
+
     out: dict[str, Any] = {
+        "machine": machine_facts(),
         "int8_matmul_gops": peak,
         "questions": len(pairs),
         "calibration_pairs": args.speed_calibration_pairs,
