@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-windows",
         type=int,
         default=None,
-        help="windows per coalesced inference call (default: 16 on CPU, 128 on CUDA)",
+        help="windows per coalesced inference call (default: 4 on CPU, 128 on CUDA)",
     )
     p.add_argument(
         "--max-wait-ms",

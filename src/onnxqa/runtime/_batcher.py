@@ -23,8 +23,11 @@ __all__ = ["BatchSettings", "Batcher", "Slot"]
 R = TypeVar("R")
 T = TypeVar("T")
 
-# per device: windows per coalesced call, and how long the first request waits for company
-_DEFAULTS = {"cpu": (16, 0.0), "cuda": (128, 2.0)}
+# per device: windows per coalesced call, and how long the first request waits for company.
+# On CPU a window costs about the same alone or in a batch of 4 to 16 (2 cores are saturated by one
+# window of a base-size model), while larger calls pad more and keep a larger memory-arena peak:
+# 4 measured best over bert-tiny and tinyroberta at 64 clients (BENCHMARKS.md, Serving).
+_DEFAULTS = {"cpu": (4, 0.0), "cuda": (128, 2.0)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +35,7 @@ class BatchSettings:
     """Limits of the dynamic batcher behind the async API.
 
     ``max_windows``: windows per coalesced inference call (a request with more windows still runs,
-    alone, in calls of this size); ``None``: 16 on CPU, 128 on CUDA. ``max_wait_ms``: how long the
+    alone, in calls of this size); ``None``: 4 on CPU, 128 on CUDA. ``max_wait_ms``: how long the
     first queued request waits for others to join its call; ``None``: 0 on CPU (a call takes what
     queued while the previous one ran), 2 on CUDA. ``max_queue``: requests admitted and not yet
     running; one more is refused at once with :class:`~onnxqa.OverloadedError`.
