@@ -184,7 +184,12 @@ def accuracy(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from onnxqa.bench import machine_facts
 
     # int8 kernels differ between CPUs (AVX2 alone, AVX-512 VNNI, AMX): record which one ran them
-    return {"machine": machine_facts(), "questions": len(questions), "invariance_questions": len(pairs), "variants": rows}
+    return {
+        "machine": machine_facts(),
+        "questions": len(questions),
+        "invariance_questions": len(pairs),
+        "variants": rows,
+    }
 
 
 def speed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
