@@ -13,7 +13,9 @@ directory, or ``--model-dir`` names an exported directory), in one process on on
      keep-alive connection; every answer is compared with the embedded one; the server's resident
      memory (RSS) is sampled throughout.
 Reports latency, requests/s, errors, answers not identical to the embedded API's, and server RSS
-at the start, the end and its growth over the second half. Writes a JSON file (--output) and
+at the start, the end and its growth over the second half. One client's latency is compared with
+the embedded call's over the same questions (SQuAD's contexts grow longer along the file, so p50s
+over different questions would differ by the text, not by the server). Writes a JSON file (--output) and
 prints a markdown table. Clients are a few lines of asyncio (HTTP/1.1, keep-alive) so that they
 take little of the CPU the server needs.
 """
@@ -25,6 +27,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,6 +95,7 @@ def embedded(qa: Any, pairs: list[tuple[str, str]], n_latency: int) -> dict[str,
     seconds = time.perf_counter() - t
     return {
         "latency_ms": percentiles(times),
+        "latency_by_question": times,
         "latency_calls": len(times),
         "batch_questions": len(pairs),
         "batch_questions_per_s": round(len(pairs) / seconds, 1),
@@ -172,6 +176,7 @@ async def load_phase(
 ) -> dict[str, Any]:
     """``clients`` concurrent clients send up to ``requests`` requests within ``seconds``."""
     latencies: list[float] = []
+    by_question: dict[int, float] = {}  # one client: latency of each question's first request
     errors: dict[str, int] = {}
     stats = {"not_identical": 0, "span_mismatches": 0, "max_score_diff": 0.0}
     sent = 0
@@ -193,6 +198,8 @@ async def load_phase(
                     conn = await Connection.open("127.0.0.1", port)
                     continue
                 latencies.append((time.perf_counter() - t) * 1000)
+                if clients == 1:
+                    by_question.setdefault(i % len(bodies), latencies[-1])
                 if status != 200:
                     errors[str(status)] = errors.get(str(status), 0) + 1
                     continue
@@ -222,6 +229,7 @@ async def load_phase(
         "errors": sum(errors.values()),
         "errors_by_kind": errors,
         **stats,
+        "latency_by_question": by_question,
     }
 
 
@@ -276,6 +284,28 @@ def served(
     }
 
 
+def same_questions(emb: dict[str, Any], srv: dict[str, Any]) -> dict[str, Any] | None:
+    """One client against the embedded call, p50 over the questions both timed (contexts differ in
+    length along SQuAD, so p50s over different questions are not comparable)."""
+    alone = emb.pop("latency_by_question")
+    timed: dict[int, float] = {}
+    for ph in srv["phases"]:
+        by_question = ph.pop("latency_by_question")
+        if ph["clients"] == 1:
+            timed = by_question
+    common = sorted(i for i in timed if i < len(alone))
+    if not common:
+        return None
+    http = statistics.median(timed[i] for i in common)
+    embedded_p50 = statistics.median(alone[i] for i in common)
+    return {
+        "questions": len(common),
+        "embedded_p50_ms": round(embedded_p50, 3),
+        "http_p50_ms": round(http, 3),
+        "delta_p50_ms": round(http - embedded_p50, 3),
+    }
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -288,6 +318,7 @@ def report(result: dict[str, Any]) -> str:
     for run in result["runs"]:
         emb = run["embedded"]
         lat = emb["latency_ms"]
+        same = run.get("one_client_same_questions")
         lines.append(
             f"| {run['model']} | {run['precision']} | embedded | {emb['latency_calls']} / {emb['batch_questions']} "
             f"| – | – | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {emb['batch_questions_per_s']:.1f} "
@@ -295,7 +326,7 @@ def report(result: dict[str, Any]) -> str:
         )
         for ph in run["served"]["phases"]:
             ratio = ph["requests_per_s"] / emb["batch_questions_per_s"]
-            extra = f"{ph['latency_ms']['p50'] - lat['p50']:+.2f} ms" if ph["clients"] == 1 else "–"
+            extra = f"{same['delta_p50_ms']:+.2f} ms" if ph["clients"] == 1 and same else "–"
             lines.append(
                 f"| {run['model']} | {run['precision']} | {ph['clients']} | {ph['requests']} | {ph['errors']} "
                 f"| {ph['not_identical']} | {ph['latency_ms']['p50']:.2f} | {ph['latency_ms']['p90']:.2f} "
@@ -323,7 +354,9 @@ def main() -> None:
     ap.add_argument("--requests", default="2000,8000,10000", help="requests per phase (default: 2000,8000,10000)")
     ap.add_argument("--seconds", type=float, default=120.0, help="time limit per phase (default: 120)")
     ap.add_argument("--questions", type=int, default=2000, help="distinct SQuAD 2.0 dev questions (default: 2000)")
-    ap.add_argument("--latency-calls", type=int, default=1000, help="embedded one-at-a-time calls (default: 1000)")
+    ap.add_argument(
+        "--latency-calls", type=int, default=0, help="embedded one-at-a-time calls (default 0: every question)"
+    )
     ap.add_argument("--server-args", default="", help="extra `onnxqa serve` flags, e.g. '--max-batch-windows 32'")
     ap.add_argument("--output", help="JSON results (default: benchmarks/results/serve-load.json)")
     ap.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
@@ -361,7 +394,7 @@ def main() -> None:
                 model_dir = exported[seed]
             log(f"{seed} {precision}: embedded")
             qa = onnxqa.load(model_dir, device="cpu", precision=precision)
-            emb = embedded(qa, pairs, min(args.latency_calls, len(pairs)))
+            emb = embedded(qa, pairs, min(args.latency_calls or len(pairs), len(pairs)))
             expected = emb.pop("answers")
             del qa
             log(
@@ -370,7 +403,9 @@ def main() -> None:
             )
             phases = list(zip(clients, counts))
             srv = served(model_dir, precision, pairs, expected, phases, args.seconds, args.server_args.split())
-            result["runs"].append({"model": seed, "precision": precision, "embedded": emb, "served": srv})
+            run = {"model": seed, "precision": precision, "embedded": emb, "served": srv}
+            run["one_client_same_questions"] = same_questions(emb, srv)
+            result["runs"].append(run)
     total = sum(ph["requests"] for run in result["runs"] for ph in run["served"]["phases"])
     errors = sum(ph["errors"] for run in result["runs"] for ph in run["served"]["phases"])
     result["total_requests"], result["total_errors"] = total, errors

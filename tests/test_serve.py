@@ -253,6 +253,8 @@ def test_short_load_test_has_no_errors_and_identical_answers(tiny, tmp_path):
     assert [p["requests"] for p in phases] == [50, 300]
     assert all(p["errors"] == 0 and p["not_identical"] == 0 for p in phases), phases
     assert result["runs"][0]["served"]["server_exit_code"] == 0
+    # one client against the embedded call over the same questions: the 20 timed alone
+    assert result["runs"][0]["one_client_same_questions"]["questions"] == 20
     assert "| tiny | fp32 | 8 |" in run.stdout
 
 
