@@ -1,10 +1,11 @@
 """Embedded throughput by batch size: ``qa.batch()`` questions/s over SQuAD 2.0 dev questions.
 
-    python benchmarks/batch_sizes.py MODEL_DIR [--precision int8] [--batch-size 1,2,4,8,16] [--questions 2000]
+    python benchmarks/batch_sizes.py MODEL_DIR [--precision int8] [--batch-size 1,2,4,8,16] [--output FILE]
 
 Each batch size is timed ``--rounds`` times, the sizes interleaved round by round so that a slow
 spell of the machine falls on all of them alike; reports the median and the spread (min–max) per
-size, and whether every size gives the answers of batch size 1 (spans and scores). Prints JSON.
+size, and the share of questions whose answers (spans, scores to 1e-4) equal those of the first
+size. Prints JSON.
 """
 
 from __future__ import annotations

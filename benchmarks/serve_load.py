@@ -198,11 +198,11 @@ async def load_phase(
                     conn = await Connection.open("127.0.0.1", port)
                     continue
                 latencies.append((time.perf_counter() - t) * 1000)
-                if clients == 1:
-                    by_question.setdefault(i % len(bodies), latencies[-1])
                 if status != 200:
                     errors[str(status)] = errors.get(str(status), 0) + 1
                     continue
+                if clients == 1:
+                    by_question.setdefault(i % len(bodies), latencies[-1])
                 got, want = json.loads(body)["answers"], expected[i % len(expected)]
                 if got != want:
                     stats["not_identical"] += 1
