@@ -17,14 +17,10 @@ import time
 from pathlib import Path
 
 import onnxqa
+from onnxqa.bench import machine_facts
+from onnxqa.squad import load_squad
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def squad_pairs(n: int) -> list[tuple[str, str]]:
-    data = json.loads((SHARED / "data" / "squad" / "dev-v2.0.json").read_text(encoding="utf-8"))
-    pairs = [(q["question"], p["context"]) for a in data["data"] for p in a["paragraphs"] for q in p["qas"]]
-    return pairs[:n]
 
 
 def main() -> None:
@@ -37,10 +33,9 @@ def main() -> None:
     ap.add_argument("--output", help="also write the JSON here")
     args = ap.parse_args()
 
-    from onnxqa.bench import machine_facts
-
     sizes = [int(b) for b in args.batch_size.split(",")]
-    pairs = squad_pairs(args.questions)
+    questions = load_squad(SHARED / "data" / "squad" / "dev-v2.0.json")[1][: args.questions]
+    pairs = [(q.question, q.context) for q in questions]
     qa = onnxqa.load(args.model_dir, device="cpu", precision=args.precision)
     qa.batch(pairs[:64])
     rates: dict[int, list[float]] = {b: [] for b in sizes}

@@ -34,6 +34,7 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from compare import SEEDS, architecture, matmul_peak, window_flops  # noqa: E402
+from onnxqa.bench import machine_facts  # noqa: E402
 
 Builder = Callable[[Path, Path, list], Any]  # (fp32 graph, int8 output, calibration feeds)
 Variant = tuple[Builder | None, str, bool]
@@ -181,8 +182,6 @@ def accuracy(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         rows[name] = {"exact": s["exact"], "f1": s["f1"], "batch_invariance": same, "bytes": file.stat().st_size}
         rows[name]["ops"] = _op_counts(file)
         print(f"{name}: F1 {s['f1']:.2f}, bs64 = bs1 on {same:.1%}", file=sys.stderr, flush=True)
-    from onnxqa.bench import machine_facts
-
     # int8 kernels differ between CPUs (AVX2 alone, AVX-512 VNNI, AMX): record which one ran them
     return {
         "machine": machine_facts(),
@@ -200,8 +199,6 @@ def speed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     questions = load_squad(SHARED / "data" / "squad" / "dev-v2.0.json")[1][: args.speed_questions]
     pairs = [(q.question, q.context) for q in questions]
     peak = matmul_peak("int8")
-    from onnxqa.bench import machine_facts
-
     out: dict[str, Any] = {
         "machine": machine_facts(),
         "int8_matmul_gops": peak,

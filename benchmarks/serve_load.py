@@ -15,8 +15,8 @@ directory, or ``--model-dir`` names an exported directory), in one process on on
 Reports latency, requests/s, errors, answers not identical to the embedded API's, and server RSS
 at the start, the end and its growth over the second half. One client's latency is compared with
 the embedded call's over the same questions (SQuAD's contexts grow longer along the file, so p50s
-over different questions would differ by the text, not by the server). Writes a JSON file (--output) and
-prints a markdown table. Clients are a few lines of asyncio (HTTP/1.1, keep-alive) so that they
+over different questions would differ by the text, not by the server). Writes a JSON file
+(--output) and prints a markdown table. Clients are a few lines of asyncio (HTTP/1.1, keep-alive) so that they
 take little of the CPU the server needs.
 """
 

@@ -25,8 +25,8 @@ T = TypeVar("T")
 
 # per device: windows per coalesced call, and how long the first request waits for company.
 # On CPU a base-size model gains nothing from larger calls (one window keeps 2 cores busy; bigger
-# calls pad more and keep a larger memory-arena peak) and serves best at 1 window per call, a tiny
-# one at 4 to 8: 4 is the compromise measured at 64 clients (BENCHMARKS.md, Serving).
+# calls pad more and keep a larger memory-arena peak) and serves best at 1 window per call, while a
+# tiny one gains up to 16: 4 is the compromise measured at 64 clients (BENCHMARKS.md, Serving).
 _DEFAULTS = {"cpu": (4, 0.0), "cuda": (128, 2.0)}
 
 
