@@ -15,6 +15,7 @@ from ._errors import (
     OverloadedError,
     ProviderError,
     RequestTimeoutError,
+    RequestTooLargeError,
     ValidationError,
 )
 from .runtime import (
@@ -46,6 +47,7 @@ __all__ = [
     "QuestionAnswerer",
     "ReaderOptions",
     "RequestTimeoutError",
+    "RequestTooLargeError",
     "ValidationError",
     "__version__",
     "load",

@@ -4,6 +4,7 @@ Every error onnxqa raises on purpose is an :class:`OnnxQAError`::
 
     OnnxQAError
     ├── InputError         a question, context or option the caller passed is unusable
+    │   └── RequestTooLargeError   a request has more windows than the server's per-request cap
     ├── ModelLoadError     a model directory is missing, incomplete, corrupted or inconsistent
     ├── ProviderError      the requested device / execution provider is not really available
     ├── InferenceError     the model produced unusable numbers (NaN or infinite logits)
@@ -26,6 +27,7 @@ __all__ = [
     "OverloadedError",
     "ProviderError",
     "RequestTimeoutError",
+    "RequestTooLargeError",
     "ValidationError",
 ]
 
@@ -36,6 +38,21 @@ class OnnxQAError(Exception):
 
 class InputError(OnnxQAError, ValueError):
     """A question, context or option passed by the caller cannot be used."""
+
+
+class RequestTooLargeError(InputError):
+    """A request would take more windows (model inputs) than ``max_request_windows`` allows.
+
+    ``windows`` is what the request needs, ``limit`` the cap; split the context or send it to a
+    server with a higher cap.
+    """
+
+    def __init__(self, windows: int, limit: int) -> None:
+        super().__init__(
+            f"the request needs {windows} windows, over this server's limit of {limit} windows per request "
+            "(max_request_windows): send a shorter context or split it over several requests"
+        )
+        self.windows, self.limit = windows, limit
 
 
 class ModelLoadError(OnnxQAError):
@@ -62,7 +79,7 @@ class OverloadedError(OnnxQAError):
 
 
 class RequestTimeoutError(OnnxQAError, TimeoutError):
-    """A request was not answered within its timeout; work not yet started for it was dropped."""
+    """A request was not answered within its timeout; none of its remaining work runs."""
 
 
 class ExportError(OnnxQAError):

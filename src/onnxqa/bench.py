@@ -104,9 +104,7 @@ def run_bench(
     Raises:
         InputError: bad arguments; ModelLoadError / ProviderError from loading.
     """
-    from .runtime import load
-    from .runtime._answerer import _SUITED
-    from .runtime._session import resolve_device
+    from .runtime import load, suited_precisions
 
     if questions < 1:
         raise InputError(f"--questions must be >= 1, got {questions}")
@@ -114,12 +112,7 @@ def run_bench(
         inputs = [("the model directory", Path(model_dir))] + ([("the data file", Path(data))] if data else [])
         check_not_overlapping(Path(output), inputs, InputError)
     pairs = _pairs(data, questions)
-    device = resolve_device(device)
-    probe = load(model_dir, device=device, precision="fp32" if precision == "all" else precision)
-    if precision == "all":
-        precisions = [p for p in _SUITED[device] if p in probe.manifest["variants"]]
-    else:
-        precisions = [probe.precision]
+    precisions = suited_precisions(model_dir, device) if precision == "all" else [precision]
     runs = []
     for name in precisions:
         qa = load(model_dir, device=device, precision=name, threads=threads)

@@ -2,8 +2,10 @@
 
 from ._answer import Answer, QAOptions
 from ._answerer import QuestionAnswerer, load
-from ._batcher import BatchSettings
 from ._documents import Document, DocumentAnswer, ReaderOptions
+from ._pipeline import STAGES
+from ._scheduler import BatchSettings
+from ._variants import suited_precisions
 
 __all__ = [
     "Answer",
@@ -13,5 +15,7 @@ __all__ = [
     "QAOptions",
     "QuestionAnswerer",
     "ReaderOptions",
+    "STAGES",
     "load",
+    "suited_precisions",
 ]

@@ -1,10 +1,40 @@
 """Serve a model over HTTP (needs the ``serve`` extra: FastAPI, uvicorn, prometheus-client).
 
 Never imported by ``import onnxqa``; ``onnxqa serve MODEL_DIR`` runs :func:`run_server`, and
-:func:`create_app` builds the app to mount in an ASGI app of your own.
+:func:`create_app` builds the app to mount in an ASGI app of your own. The limits below are plain
+constants: importing them does not import FastAPI.
 """
 
-from ._app import create_app
-from ._server import run_server
+from __future__ import annotations
 
-__all__ = ["create_app", "run_server"]
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_DOCUMENTS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "MAX_PAIRS",
+    "create_app",
+    "run_server",
+]
+
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+"""Request bodies over this many bytes get 413 (``--max-body-bytes``)."""
+DEFAULT_REQUEST_TIMEOUT = 30.0
+"""Seconds before a request gets 504 (``--request-timeout``); a request's own ``timeout`` may be shorter."""
+DEFAULT_MAX_DOCUMENTS = 100
+"""Documents per ``/v1/answer/documents`` request (``--max-documents``)."""
+MAX_PAIRS = 1024
+"""Pairs per ``/v1/answer/batch`` request."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from ._app import create_app
+
+        return create_app
+    if name == "run_server":
+        from ._server import run_server
+
+        return run_server
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

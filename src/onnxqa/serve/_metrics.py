@@ -1,17 +1,25 @@
-"""Prometheus metrics of one app, in a registry of its own (no global state)."""
+"""Prometheus metrics of one app, in a registry of its own (no global state).
+
+With several worker processes (``onnxqa serve --workers N``) prometheus_client's multiprocess mode
+is on (``PROMETHEUS_MULTIPROC_DIR`` set before the workers start): every worker writes its values
+to files there and ``/metrics`` sums them across workers (gauges: the sum over live workers).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
-    """Requests and errors by kind, request latency, batch sizes and queue depth."""
+    """Requests and errors by kind, request latency, inference calls, queue depth in requests and windows."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -28,21 +36,47 @@ class Metrics:
             registry=r,
         )
         self.batch_requests = Histogram(
-            "onnxqa_batch_requests", "Requests coalesced into one inference call", buckets=_SIZES, registry=r
+            "onnxqa_batch_requests", "Requests sharing one inference call", buckets=_SIZES, registry=r
         )
-        self.batch_windows = Histogram(
-            "onnxqa_batch_windows", "Windows per coalesced inference call", buckets=_SIZES, registry=r
-        )
+        self.batch_windows = Histogram("onnxqa_batch_windows", "Windows per inference call", buckets=_SIZES, registry=r)
         self.batch_seconds = Histogram(
             "onnxqa_batch_duration_seconds",
-            "Time of one coalesced call (model and decoding)",
+            "Time of one inference call (model and decoding)",
             buckets=_LATENCY,
             registry=r,
         )
-        self.queue_depth = Gauge("onnxqa_queue_depth", "Requests admitted and not yet running", registry=r)
-        self.model = Gauge("onnxqa_model_info", "The model being served", ["model", "precision", "device"], registry=r)
+        self.queue_depth = Gauge(
+            "onnxqa_queue_depth",
+            "Requests admitted whose windows have not all started",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_windows = Gauge(
+            "onnxqa_queue_windows", "Windows admitted and not yet run", registry=r, multiprocess_mode="livesum"
+        )
+        self.model = Gauge(
+            "onnxqa_model_info",
+            "The model being served",
+            ["model", "precision", "device"],
+            registry=r,
+            multiprocess_mode="max",
+        )
 
     def observe_batch(self, requests: int, windows: int, seconds: float) -> None:
         self.batch_requests.observe(requests)
         self.batch_windows.observe(windows)
         self.batch_seconds.observe(seconds)
+
+    def set_queue(self, requests: int, windows: int) -> None:
+        self.queue_depth.set(requests)
+        self.queue_windows.set(windows)
+
+    def exposition(self) -> bytes:
+        """The text format: this app's registry, or the sum over worker processes in multiprocess mode."""
+        if os.environ.get(_MULTIPROCESS):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,379 @@
+"""Window-level scheduling behind the async API: fair, cancellable, bounded by cost.
+
+One worker thread runs inference calls of at most ``max_windows`` windows. Each call is filled from
+the requests (jobs) in flight in **round robin, one window per request per turn**: the worker takes
+the request at the head of the rotation, moves one of its windows into the call and sends the
+request to the back while it has windows left, until the call is full. So
+
+- a request of one window that arrives while long ones run is in the next call: it waits for the
+  call in progress and shares one call with them, never for their whole length (the chunked
+  prefill of LLM servers, at window granularity);
+- every request in flight progresses at the same rate, so a long request is never starved by a
+  stream of short ones (which shortest-remaining-first would need aging to prevent), and its
+  latency grows with the number of requests it shares the model with, no more;
+- concurrent short requests still share calls, so throughput under load is that of full calls.
+
+A request's windows are decoded as their calls finish and its answers assembled after its last
+one: for batch-invariant variants they are exactly its answers alone. A variant that is not
+batch-invariant (dynamic int8) runs each call with one request's windows only, in the very calls
+that request would get alone (its ``units``), still in round robin between requests.
+
+A request gives up its remaining windows before the next call once it is cancelled (its future's
+``cancel()``, which the async API calls on timeout, task cancellation or client disconnect) or its
+deadline passes: nothing more of it runs. Admission is bounded twice, and refused at once with
+:class:`~onnxqa.OverloadedError` beyond either bound: requests admitted and not yet fully started
+(``max_queue``) and windows waiting (``max_queue_windows``; a request that alone exceeds it is still
+admitted when nothing else waits, so every request the server's body limit lets in can be answered).
+``max_request_windows`` optionally refuses larger requests with
+:class:`~onnxqa.RequestTooLargeError`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .._errors import InputError, OverloadedError, RequestTimeoutError, RequestTooLargeError
+from ._buckets import Batch
+
+__all__ = ["BatchSettings", "Call", "Scheduler", "Slot"]
+
+# per device: windows per inference call, and how long a call waits for company when not full.
+# On CPU a base-size model gains nothing from larger calls (one window keeps 2 cores busy; bigger
+# calls pad more and keep a larger memory-arena peak) and serves best at 1 window per call, while a
+# tiny one gains up to 16: 4 is the compromise measured at 64 clients (BENCHMARKS.md, Serving).
+_DEFAULTS = {"cpu": (4, 0.0), "cuda": (128, 2.0)}
+# windows that may wait, admitted and not yet run: see BatchSettings
+DEFAULT_MAX_QUEUE_WINDOWS = 4096
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSettings:
+    """Limits of the scheduler behind the async API.
+
+    ``max_windows``: windows per inference call, taken in round robin from the requests in flight
+    (a request with more windows runs in several calls, between other requests' windows);
+    ``None``: 4 on CPU, 128 on CUDA. ``max_wait_ms``: how long a call that is not full waits for
+    more windows; ``None``: 0 on CPU (a call takes what queued while the previous one ran), 2 on
+    CUDA. ``max_queue``: requests admitted and not all started; one more is refused at once with
+    :class:`~onnxqa.OverloadedError`. ``max_queue_windows``: windows admitted and not yet run
+    (4,096: two requests with 1 MiB contexts of English text, about 1,100 windows of 384 tokens
+    each, still fit beside the other requests; on 2 CPU cores it is minutes of work for a base-size
+    model, seconds for a tiny one); a request that would pass it is refused at once, unless
+    nothing else waits, so any single request is admitted. ``max_request_windows``: refuse any
+    request with more windows with :class:`~onnxqa.RequestTooLargeError` (``None``: no cap).
+    """
+
+    max_windows: int | None = None
+    max_wait_ms: float | None = None
+    max_queue: int = 256
+    max_queue_windows: int = DEFAULT_MAX_QUEUE_WINDOWS
+    max_request_windows: int | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in ("max_windows", "max_wait_ms", "max_request_windows"):
+                continue
+            if f.name == "max_wait_ms":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                    raise InputError(f"max_wait_ms must be a number >= 0, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{f.name} must be an integer >= 1, got {value!r}")
+
+    def resolved(self, device: str) -> BatchSettings:
+        """Fill in the per-device defaults."""
+        windows, wait = _DEFAULTS[device]
+        return replace(
+            self,
+            max_windows=self.max_windows if self.max_windows is not None else windows,
+            max_wait_ms=self.max_wait_ms if self.max_wait_ms is not None else wait,
+        )
+
+Call = list[tuple[Any, list[Batch]]]
+"""One inference call: ``(job, units)``, each unit a :class:`Batch` of the job's window indices."""
+
+
+class Slot:
+    """A place among the admitted requests, reserved before a request is prepared; released once."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self._held = True
+
+    def release(self) -> None:
+        self._scheduler._release(self)
+
+
+@dataclass(eq=False)
+class _Flight:
+    """A request in flight: its job, the units of windows not yet taken, its future."""
+
+    job: Any
+    units: deque[Batch]
+    waiting: int  # windows not yet taken into a call
+    slot: Slot
+    future: Future[Any]
+    deadline: float | None
+    running: int = 0  # windows in calls not yet finished
+    failed: bool = False
+
+    def gone(self) -> bool:
+        return self.future.done() or self.failed
+
+
+class Scheduler:
+    """Runs jobs' windows on one worker thread; see the module's docstring.
+
+    ``run_call(call) -> windows run`` runs one inference call and decodes it into its jobs;
+    ``finish(job)`` gives a job's result once all of its windows are decoded. ``units(job)`` cuts a
+    job into the batches it must run as when ``coalesce`` is False (each a call of its own);
+    otherwise every window is a unit. ``on_call(requests, windows, seconds)`` is told about every
+    call.
+    """
+
+    def __init__(
+        self,
+        run_call: Callable[[Call], int],
+        finish: Callable[[Any], Any],
+        *,
+        max_windows: int,
+        max_wait_s: float,
+        max_queue: int,
+        max_queue_windows: int,
+        max_request_windows: int | None = None,
+        coalesce: bool = True,
+        units: Callable[[Any], list[Batch]] | None = None,
+        on_call: Callable[[int, int, float], None] | None = None,
+        name: str = "onnxqa-scheduler",
+    ) -> None:
+        self._run_call, self._finish, self._units, self._on_call = run_call, finish, units, on_call
+        self.max_windows, self.max_wait_s, self.coalesce = max_windows, max_wait_s, coalesce
+        self.max_queue, self.max_queue_windows, self.max_request_windows = (
+            max_queue,
+            max_queue_windows,
+            max_request_windows,
+        )
+        self._rotation: deque[_Flight] = deque()  # requests with windows waiting, in turn order
+        self._cond = threading.Condition()
+        self._admitted = 0  # reserved slots: being prepared, or with windows waiting
+        self._waiting = 0  # windows admitted and not yet taken into a call
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ admission
+
+    @property
+    def depth(self) -> int:
+        """Requests admitted whose windows have not all started (being prepared or waiting)."""
+        return self._admitted
+
+    @property
+    def windows_waiting(self) -> int:
+        """Windows admitted and not yet taken into a call."""
+        return self._waiting
+
+    def reserve(self) -> Slot:
+        """A slot for one request, or :class:`OverloadedError` at once when ``max_queue`` requests are
+        admitted or ``max_queue_windows`` windows already wait."""
+        with self._cond:
+            self._refuse_if_closing()
+            if self._admitted >= self.max_queue:
+                raise OverloadedError(
+                    f"overloaded: {self._admitted} requests are already waiting (max_queue={self.max_queue}); "
+                    "retry later"
+                )
+            if self._waiting >= self.max_queue_windows:
+                raise OverloadedError(self._windows_message(0))
+            self._admitted += 1
+        return Slot(self)
+
+    def _windows_message(self, own: int) -> str:
+        asked = f" and this request has {own}" if own else ""
+        return (
+            f"overloaded: {self._waiting} windows are already waiting{asked} "
+            f"(max_queue_windows={self.max_queue_windows}); retry later"
+        )
+
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise OverloadedError("shutting down: no new requests are accepted", retry_after=5.0)
+
+    def _release(self, slot: Slot) -> None:
+        with self._cond:
+            if slot._held:
+                slot._held = False
+                self._admitted -= 1
+
+    def submit(self, job: Any, slot: Slot | None = None, *, timeout: float | None = None) -> Future[Any]:
+        """Queue ``job`` in ``slot`` (reserved now when not given); its result comes in the future.
+
+        ``timeout``: seconds from now after which the request gives up its remaining windows and
+        the future gets :class:`RequestTimeoutError`. Cancelling the future does the same at once.
+
+        Raises:
+            OverloadedError: the scheduler is closing, or ``max_queue_windows`` would be passed.
+            RequestTooLargeError: the job has more windows than ``max_request_windows``.
+        """
+        slot = slot if slot is not None else self.reserve()
+        windows = len(job.windows)
+        if self.max_request_windows is not None and windows > self.max_request_windows:
+            slot.release()
+            raise RequestTooLargeError(windows, self.max_request_windows)
+        if self.coalesce or self._units is None:
+            units = [Batch([i], 1, int(w.input_ids.shape[0])) for i, w in enumerate(job.windows)]
+        else:
+            units = self._units(job)
+        future: Future[Any] = Future()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        flight = _Flight(job, deque(units), windows, slot, future, deadline)
+        with self._cond:
+            try:
+                self._refuse_if_closing()
+                if self._waiting and self._waiting + windows > self.max_queue_windows:
+                    raise OverloadedError(self._windows_message(windows))
+            except OverloadedError:
+                slot.release()
+                raise
+            if not units:  # nothing to run (a call whose documents are all empty)
+                slot.release()
+                self._complete(flight)
+                return future
+            self._waiting += windows
+            self._rotation.append(flight)
+            future.add_done_callback(lambda _: self._wake())  # a cancelled request leaves at once
+            self._cond.notify_all()
+        return future
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests, finish the admitted ones, stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ the worker
+
+    def _drop_gone(self) -> None:
+        """Take cancelled and expired requests out of the rotation (with the lock held)."""
+        now = time.monotonic()
+        kept: deque[_Flight] = deque()
+        for f in self._rotation:
+            if not f.gone() and f.deadline is not None and now >= f.deadline:
+                f.failed = True
+                _set(f.future, exception=RequestTimeoutError("no answer within the request's timeout"))
+            if f.gone():
+                self._waiting -= f.waiting
+                f.waiting = 0
+                f.units.clear()
+                f.slot.release()
+            else:
+                kept.append(f)
+        self._rotation = kept
+
+    def _take(self) -> list[tuple[_Flight, list[Batch]]] | None:
+        """The next call: units taken in round robin, up to ``max_windows`` windows; None to stop."""
+        with self._cond:
+            deadline: float | None = None
+            while True:
+                self._drop_gone()
+                if not self._rotation:
+                    if self._closing:
+                        return None
+                    deadline = None
+                    self._cond.wait()
+                    continue
+                full = not self.coalesce or self._waiting >= self.max_windows
+                if full or self.max_wait_s <= 0 or self._closing:
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + self.max_wait_s
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return self._fill()
+
+    def _fill(self) -> list[tuple[_Flight, list[Batch]]]:
+        taken: list[tuple[_Flight, list[Batch]]] = []
+        count = 0
+        while self._rotation:
+            flight = self._rotation[0]
+            unit = flight.units[0]
+            size = len(unit.windows)
+            if taken and (not self.coalesce or count + size > self.max_windows):
+                break
+            self._rotation.popleft()
+            flight.units.popleft()
+            flight.waiting -= size
+            flight.running += size
+            self._waiting -= size
+            count += size
+            if taken and taken[-1][0] is flight:
+                taken[-1][1].append(unit)
+            else:
+                taken.append((flight, [unit]))
+            if flight.units:
+                self._rotation.append(flight)
+            else:
+                flight.slot.release()  # all of its windows have started
+            if not self.coalesce:
+                break
+        return taken
+
+    def _work(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            t0 = time.perf_counter()
+            call: Call = [(f.job, units) for f, units in taken]
+            try:
+                windows = self._run_call(call)
+            except Exception as exc:  # handed to every request of the call; the others go on
+                with self._cond:
+                    for f, units in taken:
+                        f.running -= sum(len(u.windows) for u in units)
+                        if not f.gone():
+                            f.failed = True
+                            _set(f.future, exception=exc)
+                continue
+            seconds = time.perf_counter() - t0
+            for f, units in taken:
+                f.running -= sum(len(u.windows) for u in units)
+                if not f.gone() and f.running == 0 and not f.units:
+                    self._complete(f)
+            if self._on_call is not None:
+                try:
+                    self._on_call(len({id(f) for f, _ in taken}), windows, seconds)
+                except Exception:  # an observer must not stop the worker
+                    pass
+
+    def _complete(self, flight: _Flight) -> None:
+        try:
+            result = self._finish(flight.job)
+        except Exception as exc:
+            _set(flight.future, exception=exc)
+            return
+        _set(flight.future, result=result)
+
+
+def _set(future: Future[Any], *, result: Any = None, exception: BaseException | None = None) -> None:
+    """Complete ``future`` unless its caller cancelled it meanwhile."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
