@@ -348,7 +348,9 @@ class QuestionAnswerer:
         hook = self._hook()
         if not self._batch_invariant:
             ((job, (unit,)),) = call
-            return run_call(self._engine, self._pad_id, [(job, unit.windows)], rows=unit.rows, width=unit.width, hook=hook)
+            return run_call(
+                self._engine, self._pad_id, [(job, unit.windows)], rows=unit.rows, width=unit.width, hook=hook
+            )
         work = [(job, [i for unit in units for i in unit.windows]) for job, units in call]
         return run_planned(
             self._engine,

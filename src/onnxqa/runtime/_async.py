@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .._errors import OverloadedError, RequestTimeoutError
-from ._scheduler import Scheduler, Slot
+from ._scheduler import Scheduler
 
 __all__ = ["LARGE_CHARS", "AsyncFront"]
 

@@ -95,6 +95,7 @@ class BatchSettings:
             max_wait_ms=self.max_wait_ms if self.max_wait_ms is not None else wait,
         )
 
+
 Call = list[tuple[Any, list[Batch]]]
 """One inference call: ``(job, units)``, each unit a :class:`Batch` of the job's window indices."""
 
@@ -247,13 +248,27 @@ class Scheduler:
                 return future
             self._waiting += windows
             self._rotation.append(flight)
-            future.add_done_callback(lambda _: self._wake())  # a cancelled request leaves at once
+            future.add_done_callback(lambda _, f=flight: self._left(f))  # a cancelled request leaves at once
             self._cond.notify_all()
         return future
 
-    def _wake(self) -> None:
+    def _left(self, flight: _Flight) -> None:
+        """A request's future is done: if windows of it still wait (it was cancelled), drop them now."""
         with self._cond:
-            self._cond.notify_all()
+            if flight.units:
+                self._abandon(flight)
+                self._cond.notify_all()
+
+    def _abandon(self, flight: _Flight) -> None:
+        """Take a request's waiting windows out of the rotation and give its place back (lock held)."""
+        try:
+            self._rotation.remove(flight)
+        except ValueError:
+            pass
+        self._waiting -= flight.waiting
+        flight.waiting = 0
+        flight.units.clear()
+        flight.slot.release()
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new requests, finish the admitted ones, stop the worker."""
@@ -265,21 +280,14 @@ class Scheduler:
     # ------------------------------------------------------------------ the worker
 
     def _drop_gone(self) -> None:
-        """Take cancelled and expired requests out of the rotation (with the lock held)."""
+        """Requests past their deadline leave the rotation with RequestTimeoutError (lock held);
+        cancelled ones already left (:meth:`_left`)."""
         now = time.monotonic()
-        kept: deque[_Flight] = deque()
-        for f in self._rotation:
-            if not f.gone() and f.deadline is not None and now >= f.deadline:
-                f.failed = True
-                _set(f.future, exception=RequestTimeoutError("no answer within the request's timeout"))
-            if f.gone():
-                self._waiting -= f.waiting
-                f.waiting = 0
-                f.units.clear()
-                f.slot.release()
-            else:
-                kept.append(f)
-        self._rotation = kept
+        expired = [f for f in self._rotation if f.deadline is not None and now >= f.deadline]
+        for f in expired:
+            f.failed = True
+            self._abandon(f)
+            _set(f.future, exception=RequestTimeoutError("no answer within the request's timeout"))
 
     def _take(self) -> list[tuple[_Flight, list[Batch]]] | None:
         """The next call: units taken in round robin, up to ``max_windows`` windows; None to stop."""
