@@ -1,4 +1,5 @@
-"""onnxqa's Haystack reader gives the answers of Haystack's own torch ``ExtractiveReader`` on the same weights."""
+"""onnxqa's Haystack reader, and ``POST /v1/answer/documents`` of ``onnxqa serve``, give the answers of
+Haystack's own torch ``ExtractiveReader`` on the same weights."""
 
 from __future__ import annotations
 
@@ -56,14 +57,52 @@ def _key(answer) -> tuple:
     )
 
 
+def _http_key(answer: dict) -> tuple:
+    impossible = answer["is_impossible"]
+    page = answer["page_number"]
+    return (
+        None if impossible else answer["id"],
+        None if impossible else answer["text"],
+        None if impossible else (answer["start"], answer["end"]),
+        {"answer_page_number": page} if page is not None else {},
+    )
+
+
 def _differences(reference, ours, atol=1e-4) -> str | None:
-    a, b = [_key(x) for x in reference], [_key(x) for x in ours]
+    """Haystack's answers against ours: ExtractedAnswer objects, or the JSON answers of the HTTP route."""
+    a = [_key(x) for x in reference]
+    b = [_http_key(y) if isinstance(y, dict) else _key(y) for y in ours]
     if a != b:
         return f"answers differ:\n  haystack {a}\n  onnxqa   {b}"
     for x, y in zip(reference, ours):
-        if abs(x.score - y.score) > atol:
-            return f"score {y.score} vs haystack's {x.score} for {_key(x)}"
+        score = y["score"] if isinstance(y, dict) else y.score
+        if abs(x.score - score) > atol:
+            return f"score {score} vs haystack's {x.score} for {_key(x)}"
     return None
+
+
+class _Http:
+    """``POST /v1/answer/documents`` of an app serving ``model_dir`` (in process), with Haystack's
+    run arguments: ``None`` and ``0`` mean the default there, so they are left out of the request."""
+
+    def __init__(self, model_dir, calibration_factor: float = 0.1) -> None:
+        from fastapi.testclient import TestClient
+
+        from onnxqa.serve import create_app
+
+        self.client = TestClient(create_app(model_dir, device="cpu", precision="fp32"))
+        self.calibration_factor = calibration_factor
+
+    def run(self, query: str, documents: list[Document], **options) -> list[dict]:
+        body = {
+            "question": query,
+            "documents": [{"content": d.content, "id": d.id, "meta": d.meta} for d in documents],
+            "calibration_factor": self.calibration_factor,
+            **{k: v for k, v in options.items() if v},
+        }
+        r = self.client.post("/v1/answer/documents", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["answers"]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -71,14 +110,16 @@ def test_answers_equal_haystack_reader(seed, store, squad_v2):
     calibration = CALIBRATION.get(seed, 0.1)
     reference = torch_reader(store.checkpoint(seed), calibration_factor=calibration)
     reader = ExtractiveReader(store.exported(seed), device="cpu", precision="fp32", calibration_factor=calibration)
+    http = _Http(store.exported(seed), calibration)
     failures, answered = [], 0
     for question, documents, options in _queries(squad_v2):
         theirs = reference.run(query=question, documents=documents, **options)["answers"]
         ours = reader.run(query=question, documents=documents, **options)["answers"]
         answered += len(ours)
-        problem = _differences(theirs, ours)
-        if problem:
-            failures.append(f"{question[:40]!r} {options}: {problem}")
+        for how, answers in (("reader", ours), ("HTTP", http.run(question, documents, **options))):
+            problem = _differences(theirs, answers)
+            if problem:
+                failures.append(f"{how} {question[:40]!r} {options}: {problem}")
     assert not failures, "\n".join(failures)
     assert answered > 30
     pages = [a for a in ours if a.meta.get("answer_page_number")]
@@ -90,19 +131,22 @@ def test_trained_model_equals_haystack_reader(store):
     data = json.loads(shared_path("data", "squad", "dev-v2.0.reference-heldout.json").read_text(encoding="utf-8"))
     reference = torch_reader(store.checkpoint(REFERENCE))
     reader = ExtractiveReader(store.exported(REFERENCE), device="cpu", precision="fp32")
+    http = _Http(store.exported(REFERENCE))
     failures, n = [], 0
     for article in data["data"][:4]:
         paragraphs = [p["context"] for p in article["paragraphs"]]
         for i in range(0, len(article["paragraphs"]), 7):
             question = article["paragraphs"][i]["qas"][0]["question"]
             documents = [Document(content=c) for c in (paragraphs[i:] + paragraphs[:i])[:5]]
-            problem = _differences(
-                reference.run(query=question, documents=documents)["answers"],
-                reader.run(query=question, documents=documents)["answers"],
-            )
+            theirs = reference.run(query=question, documents=documents)["answers"]
             n += 1
-            if problem:
-                failures.append(f"{question!r}: {problem}")
+            for how, ours in (
+                ("reader", reader.run(query=question, documents=documents)["answers"]),
+                ("HTTP", http.run(question, documents)),
+            ):
+                problem = _differences(theirs, ours)
+                if problem:
+                    failures.append(f"{how} {question!r}: {problem}")
     assert n >= 10
     assert not failures, "\n".join(failures)
 

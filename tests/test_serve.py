@@ -70,14 +70,17 @@ def test_answers_equal_the_embedded_api(client, qa, squad_v2):
         (b"[1, 2]", 422, ""),
         (b'{"question": 1, "context": "x"}', 422, "question"),
         (b'{"question": "Who?"}', 422, "context"),
-        (b'{"question": " ", "context": "x"}', 422, "question is empty"),
-        (b'{"question": "Who?", "context": ""}', 422, "context is empty"),
+        (b'{"question": " ", "context": "x"}', 422, "question"),
+        (b'{"question": "Who?", "context": ""}', 422, "context"),
+        (b'{"question": "Who?", "context": "\\u3000\\n"}', 422, "context"),
         (b'{"question": "Who?", "context": "x", "top_k": 0}', 422, "top_k"),
         (b'{"question": "Who?", "context": "x", "top_k": "3"}', 422, "top_k"),
         (b'{"question": "Who?", "context": "x", "max_seq_len": 100000}', 422, "max_seq_len"),
         (b'{"question": "Who?", "context": "x", "handle_impossible_answer": "yes"}', 422, "handle_impossible"),
         (b'{"question": "Who?", "context": "x", "batch_size": 4}', 422, "batch_size"),
         (b'{"question": "Who?", "context": "x", "timeout": -1}', 422, "timeout"),
+        (b'{"question": "Who?", "context": "x", "timeout": 5e-324}', 422, "timeout"),
+        (b'{"question": "Who?", "context": "x", "doc_stride": 400}', 422, "doc_stride"),
         (b'{"question": "Who?", "context": "' + b"x" * 70000 + b'"}', 413, "limit"),
     ],
 )
@@ -123,41 +126,46 @@ def test_health_ready_metrics_docs(client):
     assert client.get("/docs").status_code == 200
 
 
-def test_overload_is_503_with_retry_after_and_timeout_is_504(tiny):
-    qa = onnxqa.load(tiny, device="cpu", precision="fp32", batching=onnxqa.BatchSettings(max_queue=1))
+class _HeldEngine:
+    """Wraps a loaded model's engine: every inference call waits until ``release`` is set."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.release, self.calls = engine, threading.Event(), 0
+
+    def run(self, *args):
+        self.calls += 1
+        assert self.release.wait(10)
+        return self.engine.run(*args)
+
+
+def test_overload_is_503_with_retry_after_and_timeout_is_504(fake_model):
+    qa = onnxqa.load(fake_model, batching=onnxqa.BatchSettings(max_queue=1))
     app = create_app(qa)
     app.state.onnxqa.start_warm_up()
     assert app.state.onnxqa.ready.wait(30)
-    qa.close()  # the next async call starts a new batching thread, with the held function below
-    release, seen = threading.Event(), []
-    original = qa._answer_coalesced
-
-    def held(requests):
-        seen.append(len(requests))
-        assert release.wait(10)
-        return original(requests)
-
-    qa._answer_coalesced = held  # type: ignore[method-assign]
+    held = qa._engine = _HeldEngine(qa._engine)
     body = {"question": "Who designed it?", "context": CONTEXT}
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             first = asyncio.ensure_future(c.post("/v1/answer", json=body))
-            while not seen:
+            while not held.calls:
                 await asyncio.sleep(0.01)
             timed_out = await c.post("/v1/answer", json={**body, "timeout": 0.05})
+            assert qa.queue_depth == 0  # a request that timed out gives its place back at once
             second = asyncio.ensure_future(c.post("/v1/answer", json=body))
             while qa.queue_depth < 1:
                 await asyncio.sleep(0.01)
             refused = await c.post("/v1/answer", json=body)
-            release.set()
+            held.release.set()
             return timed_out, refused, await first, await second
 
     timed_out, refused, first, second = asyncio.run(scenario())
     assert timed_out.status_code == 504 and "timeout" in timed_out.json()["message"]
     assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
     assert first.status_code == second.status_code == 200
+    assert held.calls == 2, "the timed-out request must never have run"
     qa.close()
 
 
@@ -270,10 +278,10 @@ def test_readme_create_app_example_runs(tiny):
 
 
 @pytest.mark.parametrize(("flags", "arena"), [([], True), (["--no-memory-arena"], False)])
-def test_serve_memory_arena_flag_reaches_the_session(tiny, monkeypatch, flags, arena):
+def test_serve_memory_arena_flag_reaches_the_session(fake_model, monkeypatch, flags, arena):
     """`onnxqa serve --no-memory-arena` loads the model with onnxruntime's CPU arena off."""
     from onnxqa import cli
-    from onnxqa.serve import _server
+    from onnxqa.serve import _app
 
     loaded = []
 
@@ -281,7 +289,7 @@ def test_serve_memory_arena_flag_reaches_the_session(tiny, monkeypatch, flags, a
         loaded.append(onnxqa.load(*args, **kwargs))
         raise onnxqa.OnnxQAError("loaded; not serving in this test")
 
-    monkeypatch.setattr(_server, "load", load_then_stop)
-    assert cli.main(["serve", str(tiny), "--port", str(_free_port()), *flags]) == 2
+    monkeypatch.setattr(_app, "load", load_then_stop)
+    assert cli.main(["serve", str(fake_model), "--port", str(_free_port()), *flags]) == 2
     assert loaded[0]._engine.session.get_session_options().enable_cpu_mem_arena is arena
     loaded[0].close()

@@ -1,10 +1,14 @@
 """Replicated online inference with Ray Serve: the HTTP contract of ``onnxqa serve`` (the same
-FastAPI app, routes and errors) in every replica, with ``@serve.batch`` coalescing concurrent
-requests into one ``qa.batch`` call."""
+FastAPI app, routes, keys and errors) in every replica.
+
+Each replica answers through the runtime's async API: the windows of the requests it holds share
+inference calls in round robin (:class:`~onnxqa.BatchSettings`), a large request never stalls the
+replica's other requests, and a request that times out or whose client disconnects (Serve cancels
+its task) stops: none of its remaining windows run.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -15,44 +19,17 @@ from typing import Any
 
 from ray import serve
 
-from .._errors import InputError, OnnxQAError, RequestTimeoutError
-from ..runtime import Answer, QuestionAnswerer, load
-from ..serve._app import DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT, build_app
+from .._errors import InputError
+from ..runtime import BatchSettings, load
+from ..serve import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DOCUMENTS,
+    DEFAULT_REQUEST_TIMEOUT,
+    build_app,
+    resolve_api_keys,
+)
 
 __all__ = ["QADeployment", "deployment", "run", "serve_until_stopped"]
-
-_Item = tuple[list[tuple[str, str]], dict[str, Any]]  # one request: its pairs and options
-_Outcome = tuple[list[list[Answer]] | None, Exception | None]
-
-
-def _answer_items(qa: QuestionAnswerer, items: Sequence[_Item]) -> list[_Outcome]:
-    """Requests with the same options answered by one ``qa.batch`` call (each request alone for a
-    variant that is not batch-invariant); a request that fails gets its own error."""
-    outcomes: list[_Outcome] = [(None, None)] * len(items)
-    groups: dict[Any, list[int]] = {}
-    for i, (_, options) in enumerate(items):
-        key = tuple(sorted(options.items())) if qa.batch_invariant else i
-        groups.setdefault(key, []).append(i)
-    for members in groups.values():
-        options = items[members[0]][1]
-        pairs = [pair for i in members for pair in items[i][0]]
-        try:
-            results = qa.batch(pairs, **options)
-        except OnnxQAError as exc:
-            if len(members) == 1:
-                outcomes[members[0]] = (None, exc)
-                continue
-            for i in members:  # find the request at fault; the others are answered
-                try:
-                    outcomes[i] = (qa.batch(items[i][0], **options), None)
-                except OnnxQAError as own:
-                    outcomes[i] = (None, own)
-            continue
-        first = 0
-        for i in members:
-            outcomes[i] = (results[first : first + len(items[i][0])], None)
-            first += len(items[i][0])
-    return outcomes
 
 
 @serve.deployment
@@ -67,40 +44,27 @@ class QADeployment:
         device: str = "auto",
         precision: str = "auto",
         threads: int | None = None,
-        max_batch_size: int = 16,
-        batch_wait_timeout_s: float = 0.0,
+        batching: BatchSettings | None = None,
+        arena: bool = True,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         model_name: str | None = None,
+        api_keys: Sequence[str] = (),
+        protect_metrics: bool = False,
+        max_documents: int = DEFAULT_MAX_DOCUMENTS,
     ) -> None:
-        self.qa = load(model_dir, device=device, precision=precision, threads=threads)
-        self._max_body_bytes, self._request_timeout = max_body_bytes, request_timeout
-        self._model_name = model_name
-        batched: Any = self._answer_batch  # @serve.batch's wrapper, with its setters
-        batched.set_max_batch_size(max_batch_size)
-        batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.qa = load(model_dir, device=device, precision=precision, threads=threads, batching=batching, arena=arena)
+        self._app_options = {
+            "max_body_bytes": max_body_bytes,
+            "request_timeout": request_timeout,
+            "model_name": model_name,
+            "api_keys": list(api_keys),
+            "protect_metrics": protect_metrics,
+            "max_documents": max_documents,
+        }
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_app(
-            self.qa,
-            answer_fn=self._answer,
-            model_name=self._model_name,
-            max_body_bytes=self._max_body_bytes,
-            request_timeout=self._request_timeout,
-        )
-
-    async def _answer(self, pairs: list[tuple[str, str]], options: dict[str, Any], timeout: float) -> Any:
-        try:
-            answers, error = await asyncio.wait_for(self._answer_batch((pairs, options)), timeout)
-        except asyncio.TimeoutError:
-            raise RequestTimeoutError(f"no answer within the timeout of {timeout:g} s") from None
-        if error is not None:
-            raise error
-        return answers
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def _answer_batch(self, items: list[_Item]) -> list[_Outcome]:
-        return await asyncio.to_thread(_answer_items, self.qa, items)
+        return build_app(self.qa, owns_answerer=True, **self._app_options)
 
 
 def deployment(
@@ -112,24 +76,30 @@ def deployment(
     device: str = "auto",
     precision: str = "auto",
     threads: int | None = None,
-    max_batch_size: int = 16,
-    batch_wait_timeout_s: float = 0.0,
+    batching: BatchSettings | None = None,
+    arena: bool = True,
     max_ongoing_requests: int = 64,
     max_queued_requests: int = 256,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    api_keys: Sequence[str] = (),
+    api_key_file: str | None = None,
+    protect_metrics: bool = False,
+    max_documents: int = DEFAULT_MAX_DOCUMENTS,
     name: str = "onnxqa",
 ) -> Any:
     """The Ray Serve application of ``model_dir`` (pass it to ``serve.run``): ``replicas`` replicas
     of ``num_cpus`` CPUs and ``num_gpus`` GPUs, each with onnxruntime ``threads`` (default: its
-    CPUs). ``max_batch_size`` requests coalesce into one call, the first waiting at most
-    ``batch_wait_timeout_s`` for company; beyond ``max_ongoing_requests`` per replica requests
-    queue, and beyond ``max_queued_requests`` Serve answers 503. ``model_dir`` must be readable
-    at the same path on every node.
+    CPUs) and a scheduler with ``batching``'s limits (:class:`~onnxqa.BatchSettings`). Beyond
+    ``max_ongoing_requests`` per replica requests queue in Serve, and beyond
+    ``max_queued_requests`` Serve answers 503. ``api_keys`` (with ``api_key_file`` and
+    ``$ONNXQA_API_KEY`` read here, on the driver): as ``onnxqa serve``. ``model_dir`` must be
+    readable at the same path on every node.
     """
-    for label, value in (("replicas", replicas), ("max_batch_size", max_batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{label} must be an integer >= 1, got {value!r}")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise InputError(f"replicas must be an integer >= 1, got {replicas!r}")
+    if batching is not None and not isinstance(batching, BatchSettings):
+        raise InputError(f"batching must be a BatchSettings or None, got {type(batching).__name__}")
     if not Path(model_dir).is_dir():
         raise InputError(f"{model_dir} is not a model directory")
     if threads is None and num_cpus >= 1:
@@ -146,11 +116,14 @@ def deployment(
         device=device,
         precision=precision,
         threads=threads,
-        max_batch_size=max_batch_size,
-        batch_wait_timeout_s=batch_wait_timeout_s,
+        batching=batching,
+        arena=arena,
         max_body_bytes=max_body_bytes,
         request_timeout=request_timeout,
         model_name=Path(model_dir).resolve().name,
+        api_keys=resolve_api_keys(api_keys, api_key_file),
+        protect_metrics=protect_metrics,
+        max_documents=max_documents,
     )
 
 
@@ -172,7 +145,7 @@ def run(
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, configure_logging=False)
     serve.start(http_options={"host": host, "port": port})
-    return serve.run(deployment(model_dir, **options), name=name, route_prefix=route_prefix)
+    return serve.run(deployment(model_dir, name=name, **options), name=name, route_prefix=route_prefix)
 
 
 def serve_until_stopped(
@@ -194,7 +167,7 @@ def serve_until_stopped(
         run(model_dir, host=host, port=port, address=address, **options)
         print(
             f"onnxqa serve: {Path(model_dir).name} on Ray Serve ({options.get('replicas', 1)} replica(s)) "
-            f"at http://{host}:{port} (docs: /docs; stop with SIGTERM or Ctrl-C)",
+            f"at http://{host}:{port} (a page at /, docs at /docs; stop with SIGTERM or Ctrl-C)",
             file=sys.stderr,
             flush=True,
         )

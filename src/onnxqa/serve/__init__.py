@@ -7,14 +7,21 @@ constants: importing them does not import FastAPI.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._app import build_app, create_app
+    from ._auth import resolve_api_keys
+    from ._server import run_server
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_DOCUMENTS",
     "DEFAULT_REQUEST_TIMEOUT",
     "MAX_PAIRS",
+    "build_app",
     "create_app",
+    "resolve_api_keys",
     "run_server",
 ]
 
@@ -28,13 +35,17 @@ MAX_PAIRS = 1024
 """Pairs per ``/v1/answer/batch`` request."""
 
 
+_LAZY = {
+    "build_app": "._app",
+    "create_app": "._app",
+    "resolve_api_keys": "._auth",  # no FastAPI needed
+    "run_server": "._server",
+}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from ._app import create_app
+    if name in _LAZY:
+        import importlib
 
-        return create_app
-    if name == "run_server":
-        from ._server import run_server
-
-        return run_server
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

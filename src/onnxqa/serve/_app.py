@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
 
 from .._errors import InputError, OnnxQAError, OverloadedError, RequestTimeoutError, RequestTooLargeError
 from ..runtime import BatchSettings, Document, QuestionAnswerer, load
@@ -45,6 +46,7 @@ log = logging.getLogger("onnxqa.serve")
 
 _ENDPOINTS = ("/", "/v1/answer", "/v1/answer/batch", "/v1/answer/documents", "/health", "/ready", "/metrics")
 _bearer = HTTPBearer(auto_error=False, description="an API key of the server (`--api-key`)")
+_CREDENTIALS = Depends(_bearer)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -258,7 +260,7 @@ def build_app(
 def _authorize(service: _Service) -> Any:
     """The dependency that checks the API key (a no-op without keys)."""
 
-    async def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+    async def authorized(credentials: HTTPAuthorizationCredentials | None = _CREDENTIALS) -> None:
         if credentials is None:
             service.keys.check(None)
         else:
@@ -271,6 +273,13 @@ def _handlers(app: FastAPI, service: _Service) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return service.error("invalid_request", 422, _validation_message(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI cannot even decode: as invalid JSON
+            return service.error("invalid_request", 422, f"the body is not valid JSON ({exc.detail})")
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return service.error(kind, exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(Unauthorized)
     async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
@@ -315,9 +324,7 @@ def _answer_routes(app: FastAPI, service: _Service) -> None:
             return out
         return JSONResponse({"results": [_answers(a) for a in out], **service.facts})
 
-    @app.post(
-        "/v1/answer/documents", response_model=DocumentsResponse, responses=_errors(*codes), dependencies=guarded
-    )
+    @app.post("/v1/answer/documents", response_model=DocumentsResponse, responses=_errors(*codes), dependencies=guarded)
     async def answer_documents(body: DocumentsRequest) -> Any:
         """The best answers to one question across documents (e.g. the passages a search found), best
         first, scored comparably across documents as Haystack's extractive reader scores them; with

@@ -34,7 +34,13 @@ class Guard:
     """Wraps the app; ``endpoints`` are the paths counted by name in the metrics (others: ``other``)."""
 
     def __init__(
-        self, app: Any, *, metrics: Any, on_error: Callable[[str], None], max_body_bytes: int, endpoints: tuple[str, ...]
+        self,
+        app: Any,
+        *,
+        metrics: Any,
+        on_error: Callable[[str], None],
+        max_body_bytes: int,
+        endpoints: tuple[str, ...],
     ) -> None:
         self.app, self.metrics, self.on_error = app, metrics, on_error
         self.max_body_bytes, self.endpoints = max_body_bytes, endpoints

@@ -56,10 +56,10 @@ class Metrics:
         )
         self.model = Gauge(
             "onnxqa_model_info",
-            "The model being served",
+            "The model being served (with workers: one series per live worker, labelled by its pid)",
             ["model", "precision", "device"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="liveall",
         )
 
     def observe_batch(self, requests: int, windows: int, seconds: float) -> None:

@@ -25,7 +25,10 @@ __all__ = [
 MIN_TIMEOUT = 0.001  # seconds: a request's own timeout is at least this
 
 # not empty and not whitespace only, whitespace as Python's str.isspace() (what the runtime refuses)
-_TEXT = {"min_length": 1, "pattern": r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"}
+_TEXT = {
+    "min_length": 1,
+    "pattern": r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+}
 
 
 class _Strict(BaseModel):

@@ -168,8 +168,7 @@ def _serve(config: uvicorn.Config, what: str, host: str, port: int) -> int:
         if config.workers > 1:
             from uvicorn.supervisors import Multiprocess
 
-            sock = config.bind_socket()
-            Multiprocess(config, target=server.run, sockets=[sock]).run()
+            Multiprocess(config, sockets=[config.bind_socket()]).run()  # SIGTERM: each worker stops gracefully
             return 0
         server.run()
     finally:
