@@ -17,10 +17,8 @@ import time
 from pathlib import Path
 
 import onnxqa
+from common import squad_pairs
 from onnxqa.bench import machine_facts
-from onnxqa.squad import load_squad
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def main() -> None:
@@ -34,8 +32,7 @@ def main() -> None:
     args = ap.parse_args()
 
     sizes = [int(b) for b in args.batch_size.split(",")]
-    questions = load_squad(SHARED / "data" / "squad" / "dev-v2.0.json")[1][: args.questions]
-    pairs = [(q.question, q.context) for q in questions]
+    pairs = squad_pairs(args.questions)
     qa = onnxqa.load(args.model_dir, device="cpu", precision=args.precision)
     qa.batch(pairs[:64])
     rates: dict[int, list[float]] = {b: [] for b in sizes}

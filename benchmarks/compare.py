@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import gc
 import json
-import re
 import sys
 import tempfile
 import time
@@ -33,73 +32,27 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-RESULTS = ROOT / "benchmarks" / "results"
-SEEDS = (
-    "tinybert-6l-768d-squad2",
-    "tinyroberta-squad2",
-    "distilbert-base-cased-distilled-squad",
-    "minilm-uncased-squad2",
-    "bert-tiny-finetuned-squadv2",
+from common import (
+    HELDOUT,
+    REFERENCE,
+    RESULTS,
+    ROOT,
+    SEEDS,
+    SHARED,
+    architecture,
+    cuda_available,
+    log,
+    machine_name,
+    markers,
+    matmul_peak,
+    squad,
+    squad_pairs,
+    window_flops,
+    write_section,
 )
-REFERENCE = SHARED / "models" / "minilm-l6-squad-ref"
+
 ENGINES = ("pipeline-fp32", "optimum-O2", "optimum-int8", "onnxqa-fp32", "onnxqa-int8", "onnxqa-fp16")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- machine limits
-
-
-def matmul_peak(precision: str, seconds: float = 3.0) -> float:
-    """GFLOP/s (GOP/s for int8) of one large MatMul / MatMulInteger in onnxruntime, all threads."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    m, k, n = 1024, 768, 3072  # the shape of a BERT feed-forward layer over 1,024 tokens
-    if precision == "fp32":
-        a_t, b_t, out_t, op = TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, "MatMul"
-        a = np.random.rand(m, k).astype(np.float32)
-        b = np.random.rand(k, n).astype(np.float32)
-    else:
-        a_t, b_t, out_t, op = TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, "MatMulInteger"
-        a = np.random.randint(0, 255, (m, k)).astype(np.uint8)
-        b = np.random.randint(-127, 127, (k, n)).astype(np.int8)
-    graph = helper.make_graph(
-        [helper.make_node(op, ["a", "b"], ["y"])],
-        "peak",
-        [helper.make_tensor_value_info("a", a_t, [m, k])],
-        [helper.make_tensor_value_info("y", out_t, [m, n])],
-        initializer=[helper.make_tensor("b", b_t, [k, n], b.tobytes(), raw=True)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10  # onnx writes a newer IR than onnxruntime reads
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    sess.run(None, {"a": a})
-    best = 0.0
-    for _ in range(5):  # the best of five spells: a limit, so the spell least disturbed by the machine
-        runs, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds / 5:
-            sess.run(None, {"a": a})
-            runs += 1
-        best = max(best, 2 * m * k * n * runs / (time.perf_counter() - t0) / 1e9)
-    return best
-
-
-def window_flops(arch: dict[str, int], n: int) -> float:
-    """Multiply-adds x 2 of one encoder pass over ``n`` tokens (projections, FFN, attention)."""
-    h, i, layers = arch["hidden"], arch["intermediate"], arch["layers"]
-    return layers * (2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h)
-
-
-def architecture(checkpoint: Path) -> dict[str, int]:
-    cfg = json.loads((checkpoint / "config.json").read_text())
-    if cfg["model_type"] == "distilbert":
-        return {"layers": cfg["n_layers"], "hidden": cfg["dim"], "intermediate": cfg["hidden_dim"]}
-    return {"layers": cfg["num_hidden_layers"], "hidden": cfg["hidden_size"], "intermediate": cfg["intermediate_size"]}
+START, END = markers("compare.py")
 
 
 # ---------------------------------------------------------------- engines
@@ -154,7 +107,6 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
     """Factories (built lazily, one at a time, to keep memory and caches fair)."""
     import onnxqa
     from onnxqa.export import ExportConfig, export
-    from onnxqa.runtime._session import cuda_available
 
     factories: dict[str, Any] = {}
     out = work / "onnxqa"
@@ -234,13 +186,6 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
 # ---------------------------------------------------------------- measurements
 
 
-def squad_pairs(path: Path, n: int | None = None) -> tuple[dict[str, Any], list[Any]]:
-    from onnxqa.squad import load_squad
-
-    dataset, questions = load_squad(path)
-    return dataset, questions[:n] if n else questions
-
-
 def speed(engine: Engine, pairs: list[tuple[str, str]], n_latency: int) -> dict[str, Any]:
     from onnxqa.bench import latency_ms
 
@@ -273,15 +218,10 @@ def accuracy(engine: Engine, dataset: dict[str, Any], questions: list[Any]) -> d
     }
 
 
-def machine_name(facts: dict[str, Any]) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", facts["cpu"].lower()).strip("-")
-    return f"{slug}-{facts['logical_cores']}c"
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    import onnxqa
     from onnxqa.bench import machine_facts
     from onnxqa.export import random_checkpoint
-    from onnxqa.runtime._windows import Windower
 
     facts = machine_facts()
     log(f"machine: {facts['cpu']}, {facts['logical_cores']} cores")
@@ -297,22 +237,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["peak_gflops"] = {"fp32": matmul_peak("fp32"), "int8": matmul_peak("int8")}
     log(f"matmul peak: {result['peak_gflops']}")
     wanted = tuple(args.engines)
-    _, questions = squad_pairs(SHARED / "data" / "squad" / "dev-v2.0.json", args.questions)
-    pairs = [(q.question, q.context) for q in questions]
+    pairs = squad_pairs(args.questions)
     with tempfile.TemporaryDirectory(prefix="onnxqa-bench-") as tmp:
         work = Path(tmp)
         for seed in args.models:
             checkpoint = random_checkpoint(SHARED / "seeds" / seed, work / seed / "checkpoint")
             arch = architecture(checkpoint)
             factories = build_engines(checkpoint, work / seed, wanted)
-            tok = json.loads((factories["_onnxqa_dir"]() / "onnxqa.json").read_text())["tokenizer"]
-            windower = Windower((work / seed / "onnxqa" / "tokenizer.json").read_text(), tok["cls_token_id"])
-            windows = windower.windows(pairs, max_seq_len=384, doc_stride=128, max_question_len=64)
-            tokens = [len(w.input_ids) for w in windows]
+            with onnxqa.load(factories["_onnxqa_dir"](), device="cpu", precision="fp32") as qa:
+                tokens = qa.window_lengths(pairs, max_seq_len=384, doc_stride=128, max_question_len=64)
             flops = sum(window_flops(arch, n) for n in tokens)
             row: dict[str, Any] = {
                 "architecture": arch,
-                "windows": len(windows),
+                "windows": len(tokens),
                 "tokens": sum(tokens),
                 "gflop": flops / 1e9,
                 "engines": {},
@@ -341,9 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["speed"][seed] = row
             save(result, args)
         if args.accuracy:
-            dataset, held = squad_pairs(
-                SHARED / "data" / "squad" / "dev-v2.0.reference-heldout.json", args.eval_questions
-            )
+            dataset, held = squad(HELDOUT, args.eval_questions)
             if args.eval_questions:
                 from onnxqa.squad import restrict
 
@@ -475,18 +410,6 @@ def report(result: dict[str, Any], json_path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-START, END = "<!-- compare.py:start -->", "<!-- compare.py:end -->"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace the generated part of ``path``, keeping what was written around it by hand."""
-    body = f"{START}\n{section}{END}\n"
-    text = path.read_text() if path.exists() else ""
-    if START in text and END in text:
-        body = text[: text.index(START)] + body + text[text.index(END) + len(END) + 1 :]
-    path.write_text(body)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(SEEDS), choices=SEEDS)
@@ -508,7 +431,7 @@ def main() -> None:
         result = run(args)
         json_path = save(result, args)
     chart(result, json_path.with_suffix(".png"))
-    write_section(Path(args.markdown), report(result, json_path))
+    write_section(Path(args.markdown), report(result, json_path), START, END)
     log(f"wrote {json_path}, {json_path.with_suffix('.png')}, {args.markdown}")
 
 

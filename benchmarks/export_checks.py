@@ -18,7 +18,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from compare import ROOT, SEEDS, SHARED  # the seed list and paths, shared with the side-by-side benchmark
+from common import ROOT, SEEDS, SHARED
 
 REFERENCE = "minilm-l6-squad-ref"
 

@@ -17,7 +17,8 @@ Engines, on each seed architecture (random weights; speed does not depend on the
 Measured: single-question latency p50/p99, end to end (text in, answer out); throughput on the
 first N SQuAD 2.0 dev questions at the best of several batch sizes; effective TFLOP/s (encoder
 FLOPs of the real, unpadded tokens / wall time) against the GPU's dense fp16 peak; where a batch's
-time goes (tokenize, pad, host-to-device copy, kernels, device-to-host copy, decode, merge). On
+time goes (the runtime's stages: tokenize, pad, model, decode, assemble; and one model call split into
+host-to-device copy, kernels, device-to-host copy). On
 the reference model: fp16 and fp32 answers on all held-out questions (equal answers, official F1).
 Results are saved after every model (a later run with other --models adds to the same file):
 benchmarks/results/gpu-<gpu>.json, and the tables go into BENCHMARKS.md's GPU section.
@@ -41,15 +42,37 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-try:  # a CUDA build of torch loads the CUDA / cuDNN libraries onnxruntime-gpu needs: import it first
-    import torch
-except ImportError:  # pragma: no cover - the peer and the measured peak then say so
-    torch = None  # type: ignore[assignment]
+from common import (
+    HELDOUT,
+    REFERENCE,
+    RESULTS,
+    ROOT,
+    SEEDS,
+    SHARED,
+    architecture,
+    cuda_available,
+    log,
+    markers,
+    squad,
+    squad_pairs,
+    stage_seconds,
+    window_flops,
+    write_section,
+)
 
-import numpy as np  # noqa: E402
+torch: Any = None  # imported by main() before any session: see import_torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import REFERENCE, RESULTS, ROOT, SEEDS, SHARED, architecture, log, window_flops  # noqa: E402
+
+def import_torch() -> None:
+    """Import torch, if installed, before the first CUDA session: a CUDA build of torch loads the
+    CUDA / cuDNN libraries onnxruntime-gpu needs. Without it the peer and the measured peak say so."""
+    global torch
+    try:
+        import torch as module
+    except ImportError:  # pragma: no cover
+        module = None
+    torch = module
+
 
 ONNXQA = {
     "onnxqa-fp16-graphs": {"precision": "fp16", "cuda_graph": True},
@@ -78,7 +101,7 @@ FP16_PEAK = (
     ("A10", 125.0),
 )
 SIX_BY_768 = {"layers": 6, "hidden": 768}
-START, END = "<!-- gpu.py:start -->", "<!-- gpu.py:end -->"
+START, END = markers("gpu.py")
 
 
 # ---------------------------------------------------------------- the machine
@@ -169,13 +192,6 @@ def peak(facts: dict[str, Any]) -> float | None:
 # ---------------------------------------------------------------- measurements
 
 
-def squad_pairs(path: Path, n: int | None) -> tuple[dict[str, Any], list[Any]]:
-    from onnxqa.squad import load_squad
-
-    dataset, questions = load_squad(path)
-    return dataset, questions[:n] if n else questions
-
-
 def best_throughput(
     answer_all: Any, pairs: list[tuple[str, str]], batch_sizes: list[int], warm: int | None = None
 ) -> dict[str, Any]:
@@ -200,35 +216,10 @@ def latency(answer_one: Any, pairs: list[tuple[str, str]]) -> dict[str, float]:
 
 
 def stages(qa: Any, pairs: list[tuple[str, str]], batch_size: int) -> dict[str, float]:
-    """Wall milliseconds per question of each stage of ``qa.batch`` (as ``_answer_requests`` runs them)."""
-    from onnxqa.runtime._buckets import plan_batches
-    from onnxqa.runtime._decode import best_spans_batch, spans_to_chars
-
-    opts = qa._options({"batch_size": batch_size})
-    k = opts.top_k * 2 + 10
-    spent = dict.fromkeys(("tokenize", "model", "decode_spans", "decode_chars", "merge"), 0.0)
-    for first in range(0, len(pairs), 256):
-        t = time.perf_counter()
-        request = qa._prepare_pairs(pairs[first : first + 256], opts)
-        spent["tokenize"] += time.perf_counter() - t
-        windows = request.windows
-        decoded: list[Any] = [None] * len(windows)
-        for planned in plan_batches([len(w.input_ids) for w in windows], batch_size, qa.buckets, qa._max_positions):
-            rows = planned.windows
-            t = time.perf_counter()
-            start, end, allowed = qa._run([windows[i] for i in rows], planned.rows, planned.width)
-            t2 = time.perf_counter()
-            spans = best_spans_batch(start, end, allowed, k=k, max_answer_len=opts.max_answer_len)
-            t3 = time.perf_counter()
-            for i, found in zip(rows, spans):
-                chars = spans_to_chars(windows[i].encoding, found.starts, found.ends, align_to_words=True)
-                decoded[i] = (chars, found.scores, found.null_score)
-            spent["model"] += t2 - t
-            spent["decode_spans"] += t3 - t2
-            spent["decode_chars"] += time.perf_counter() - t3
-        t = time.perf_counter()
-        qa._assemble(request, decoded)
-        spent["merge"] += time.perf_counter() - t
+    """Wall milliseconds per question of each stage of ``qa.batch`` (:data:`onnxqa.runtime.STAGES`),
+    as the runtime's stage listener reports them."""
+    with stage_seconds(qa) as spent:
+        qa.batch(pairs, batch_size=batch_size)
     return {stage: 1000 * s / len(pairs) for stage, s in spent.items()}
 
 
@@ -236,30 +227,7 @@ def model_split(qa: Any, rows: int, width: int, runs: int = 50) -> dict[str, flo
     """Milliseconds of one call of shape ``rows`` x ``width`` through the engine's own buffers:
     host-to-device copy of the inputs, the run (kernels, or a graph replay), device-to-host copy of
     the logits. None where the engine has no buffers of its own (no buckets)."""
-    engine = qa._engine
-    if engine._slots is None:
-        return None
-    ids = np.full((rows, width), 1000, dtype=np.int64)
-    feed = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": np.ones_like(ids)}
-    engine.run(ids, feed["token_type_ids"], feed["attention_mask"])  # makes the slot
-    for _ in range(3):
-        engine.run(ids, feed["token_type_ids"], feed["attention_mask"])
-    slot = engine._slots[(rows, width)]
-    spent = {"h2d": 0.0, "run": 0.0, "d2h": 0.0}
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        for name in engine.input_names:
-            slot.inputs[name].update_inplace(feed[name])
-        t1 = time.perf_counter()
-        slot.session.run_with_iobinding(slot.binding, slot.run_options)
-        t2 = time.perf_counter()
-        slot.outputs[0].numpy()
-        slot.outputs[1].numpy()
-        t3 = time.perf_counter()
-        spent["h2d"] += t1 - t0
-        spent["run"] += t2 - t1
-        spent["d2h"] += t3 - t2
-    return {k: 1000 * v / runs for k, v in spent.items()} | {"rows": rows, "width": width}
+    return qa.engine.time_call(rows, width, runs=runs)  # type: ignore[no-any-return]
 
 
 def onnxqa_speed(
@@ -274,7 +242,7 @@ def onnxqa_speed(
     m["latency_ms"] = latency(lambda q, c: qa(q, c), pairs[: args.latency])
     m["stages_ms_per_question"] = stages(qa, pairs, m["batch_size"])
     m["model_split_ms"] = {"single": model_split(qa, 1, 128), "batch": model_split(qa, m["batch_size"], 384)}
-    engine = qa._engine
+    engine = qa.engine
     m["shapes"] = len(engine.shapes)
     m["shape_sessions"] = engine.shape_sessions
     return m
@@ -317,7 +285,7 @@ def accuracy(model_dir: Path, args: argparse.Namespace, device: str) -> dict[str
     import onnxqa
     from onnxqa.squad import evaluate, restrict
 
-    dataset, held = squad_pairs(SHARED / "data" / "squad" / "dev-v2.0.reference-heldout.json", args.eval_questions)
+    dataset, held = squad(HELDOUT, args.eval_questions)
     if args.eval_questions:
         dataset = restrict(dataset, {q.id for q in held})
     pairs = [(q.question, q.context) for q in held]
@@ -381,8 +349,8 @@ def save(result: dict[str, Any], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    import onnxqa
     from onnxqa.export import random_checkpoint
-    from onnxqa.runtime._windows import Windower
 
     device = "cpu" if args.dry_run else "cuda"
     facts = gpu_facts(args.dry_run)
@@ -395,8 +363,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     if path.exists() and not args.fresh:  # add to an earlier run on this GPU
         result = json.loads(path.read_text())
     result |= {"machine": facts, "date": time.strftime("%Y-%m-%d"), "settings": vars(args).copy()}
-    _, questions = squad_pairs(SHARED / "data" / "squad" / "dev-v2.0.json", args.questions)
-    pairs = [(q.question, q.context) for q in questions]
+    pairs = squad_pairs(args.questions)
     with tempfile.TemporaryDirectory(prefix="onnxqa-gpu-") as tmp:
         work = Path(tmp)
         for seed in args.models if args.speed else []:
@@ -405,10 +372,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             model_dir = export_dir(checkpoint, work / seed / "onnx", args.dry_run)
             manifest = json.loads((model_dir / "onnxqa.json").read_text())
             arch = architecture(checkpoint)
-            windower = Windower((model_dir / "tokenizer.json").read_text(), manifest["tokenizer"]["cls_token_id"])
-            tokens = [
-                len(w.input_ids) for w in windower.windows(pairs, max_seq_len=384, doc_stride=128, max_question_len=64)
-            ]
+            with onnxqa.load(model_dir, device="cpu", precision="fp32") as qa:  # counts tokens only
+                tokens = qa.window_lengths(pairs, max_seq_len=384, doc_stride=128, max_question_len=64)
             row: dict[str, Any] = {
                 "architecture": arch,
                 "windows": len(tokens),
@@ -513,26 +478,42 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def _stages(e: dict[str, Any]) -> dict[str, float | None] | None:
+    """A run's stage times, in today's stages; results files of earlier runs timed the decoding in
+    two parts and the padding inside the model call."""
+    s = e.get("stages_ms_per_question")
+    if not s or "decode" in s:
+        return s
+    return {
+        "tokenize": s["tokenize"],
+        "pad": None,
+        "model": s["model"],
+        "decode": s["decode_spans"] + s["decode_chars"],
+        "assemble": s["merge"],
+    }
+
+
 def _stage_table(result: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "### Where the time goes",
         "",
-        "Wall ms per question of each stage at the best batch size; then one call of batch × 384 through the "
-        "engine's own buffers: host-to-device copy, run (kernels or graph replay), device-to-host copy (ms per call).",
+        "Wall ms per question of each stage of `qa.batch()` at the best batch size (the runtime's stage listener); "
+        "then one call of batch × 384 through the engine's own buffers: host-to-device copy, run (kernels or graph "
+        "replay), device-to-host copy (ms per call).",
         "",
-        "| model | engine | tokenize | model call | decode spans | decode chars | merge | H2D copy | run | D2H copy |",
+        "| model | engine | tokenize | pad | model call | decode | assemble | H2D copy | run | D2H copy |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for model, row in result["speed"].items():
         for name, e in row["engines"].items():
-            s = e.get("stages_ms_per_question")
+            s = _stages(e)
             if not s:
                 continue
             split = (e.get("model_split_ms") or {}).get("batch") or {}
+            times = " | ".join(_f(s[stage], ".3f") for stage in ("tokenize", "pad", "model", "decode", "assemble"))
             lines.append(
-                f"| {model} | {name} | {s['tokenize']:.3f} | {s['model']:.3f} | {s['decode_spans']:.3f} | "
-                f"{s['decode_chars']:.3f} | {s['merge']:.3f} | {_f(split.get('h2d'), '.3f')} | "
+                f"| {model} | {name} | {times} | {_f(split.get('h2d'), '.3f')} | "
                 f"{_f(split.get('run'), '.3f')} | {_f(split.get('d2h'), '.3f')} |"
             )
     return lines
@@ -597,17 +578,6 @@ def _accuracy_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the generated part of ``path`` (between the gpu.py markers), or append it."""
-    text = path.read_text() if path.exists() else ""
-    body = f"{START}\n{section}{END}\n"
-    if START in text and END in text:
-        text = text[: text.index(START)] + body + text[text.index(END) + len(END) + 1 :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    path.write_text(text)
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -649,8 +619,6 @@ def main(argv: list[str] | None = None) -> None:
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the benchmark needs the seed configs and SQuAD data in ../shared")
     if not args.dry_run:
-        from onnxqa.runtime._session import cuda_available
-
         if not cuda_available():
             import onnxruntime as ort
 
@@ -659,12 +627,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"offers {ort.get_available_providers()}. Install onnxruntime-gpu in place of onnxruntime (see "
                 "benchmarks/GPU.md), or check the script on the CPU with --dry-run."
             )
+    import_torch()
     result, json_path = run(args)
     section = report(result, json_path)
     print(section)
     markdown = args.markdown or (None if args.dry_run else str(ROOT / "BENCHMARKS.md"))
     if markdown:
-        write_section(Path(markdown), section)
+        write_section(Path(markdown), section, START, END)
     log(f"wrote {json_path}" + (f" and {markdown}" if markdown else ""))
 
 

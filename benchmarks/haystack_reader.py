@@ -23,25 +23,16 @@ import functools
 import importlib.metadata
 import importlib.util
 import json
-import re
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-RESULTS = ROOT / "benchmarks" / "results"
-REFERENCE = SHARED / "models" / "minilm-l6-squad-ref"
-HELDOUT = SHARED / "data" / "squad" / "dev-v2.0.reference-heldout.json"
+from common import HELDOUT, REFERENCE, RESULTS, log, machine_name
+
 READERS = ("haystack-torch", "onnxqa-fp32", "onnxqa-int8")
 WARMUP = 3  # questions run before timing starts, per pipeline
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def torch_reader(checkpoint: Path) -> Any:
@@ -123,11 +114,6 @@ def run_pipeline(store: Any, reader: Any, top_k: int, questions: list[Any]) -> d
         "na_probs": na_probs,
         "keys": keys,
     }
-
-
-def machine_name(facts: dict[str, Any]) -> str:
-    words = re.sub(r"\(.*?\)", "", facts["cpu"]).lower().split()[:2]
-    return f"{'-'.join(re.sub(r'[^a-z0-9]+', '', w) for w in words)}-{facts['logical_cores']}c"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -225,7 +211,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/haystack-<machine>.json)")
     args = parser.parse_args()
     result = run(args)
-    out = args.out or RESULTS / f"haystack-{machine_name(result['machine'])}.json"
+    out = args.out or RESULTS / f"haystack-{machine_name(result['machine'], words=2)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     log(f"wrote {out}")

@@ -29,12 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from compare import SEEDS, architecture, matmul_peak, window_flops  # noqa: E402
-from onnxqa.bench import machine_facts  # noqa: E402
+from common import HELDOUT, ROOT, SEEDS, SHARED, architecture, matmul_peak, squad, squad_pairs, window_flops
+from onnxqa.bench import machine_facts
 
 Builder = Callable[[Path, Path, list], Any]  # (fp32 graph, int8 output, calibration feeds)
 Variant = tuple[Builder | None, str, bool]
@@ -161,10 +157,9 @@ def accuracy(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import onnxqa
     from onnxqa.evaluation import predict
     from onnxqa.export import ExportConfig, export
-    from onnxqa.squad import evaluate, load_squad, restrict
+    from onnxqa.squad import evaluate, restrict
 
-    dataset, questions = load_squad(SHARED / "data" / "squad" / "dev-v2.0.reference-heldout.json")
-    questions = questions[: args.questions]
+    dataset, questions = squad(HELDOUT, args.questions)
     dataset = restrict(dataset, {q.id for q in questions})
     pairs = [(q.question, q.context) for q in questions[: args.invariance_questions]]
     base = tmp / "ref"
@@ -194,10 +189,8 @@ def accuracy(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def speed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     import onnxqa
     from onnxqa.export import ExportConfig, export, random_checkpoint
-    from onnxqa.squad import load_squad
 
-    questions = load_squad(SHARED / "data" / "squad" / "dev-v2.0.json")[1][: args.speed_questions]
-    pairs = [(q.question, q.context) for q in questions]
+    pairs = squad_pairs(args.speed_questions)
     peak = matmul_peak("int8")
     out: dict[str, Any] = {
         "machine": machine_facts(),
@@ -218,8 +211,8 @@ def speed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 continue
             model_dir, precision = _build(base, tmp, name, builder, calibration, args.speed_calibration_pairs)
             qa = onnxqa.load(model_dir, device="cpu", precision=precision)
-            windows = qa._windower.windows(pairs, max_seq_len=384, doc_stride=128, max_question_len=64)
-            flops = sum(window_flops(arch, len(w.input_ids)) for w in windows)
+            lengths = qa.window_lengths(pairs, max_seq_len=384, doc_stride=128, max_question_len=64)
+            flops = sum(window_flops(arch, n) for n in lengths)
             qa.batch(pairs[:8])
             t0 = time.perf_counter()
             qa.batch(pairs)

@@ -2,9 +2,11 @@
 
     python benchmarks/profile_ops.py MODEL_DIR [--precision int8] [--questions 40]
 
-Runs the first N SQuAD 2.0 dev questions through onnxqa with onnxruntime profiling on, and
-prints the share of kernel time per operator type, plus the share of wall time spent outside
-the session (tokenization, windows, decoding).
+Runs the first N SQuAD 2.0 dev questions through onnxqa and reports the share of wall time spent in
+the model (the runtime's stage listener) and outside it (tokenization, windows, padding, decoding).
+Then runs the same variant's graph in an onnxruntime session of its own with profiling on, one
+window per call at the lengths onnxqa cut the questions into, and prints the share of kernel time
+per operator type.
 """
 
 from __future__ import annotations
@@ -15,72 +17,60 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 import onnxqa
-from onnxqa.squad import load_squad
+from common import squad_pairs, stage_seconds
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model_dir")
-    ap.add_argument("--precision", default="int8")
-    ap.add_argument("--questions", type=int, default=40)
-    args = ap.parse_args()
-    _, questions = load_squad(SHARED / "data" / "squad" / "dev-v2.0.json")
-    pairs = [(q.question, q.context) for q in questions[: args.questions]]
-
-    qa = onnxqa.load(args.model_dir, device="cpu", precision=args.precision)
-    qa.batch(pairs[:4])
-    t0 = time.perf_counter()
-    qa.batch(pairs)
-    wall = time.perf_counter() - t0
-    session_time = 0.0
-    run = qa._engine.session.run
-
-    def timed(*a, **k):  # type: ignore[no-untyped-def]
-        nonlocal session_time
-        t = time.perf_counter()
-        out = run(*a, **k)
-        session_time += time.perf_counter() - t
-        return out
-
-    qa._engine.session.run = timed  # type: ignore[method-assign]
-    t0 = time.perf_counter()
-    qa.batch(pairs)
-    wall2 = time.perf_counter() - t0
-
+def operator_shares(model_file: Path, lengths: list[int]) -> collections.Counter[str]:
+    """Kernel microseconds per operator type over one call per window length (inputs of one token
+    id: kernels do the same work whatever the ids)."""
     opts = ort.SessionOptions()
     opts.enable_profiling = True
     OUT.mkdir(parents=True, exist_ok=True)  # an ignored folder: profiles are run outputs, never committed
     opts.profile_file_prefix = str(OUT / "onnxruntime_profile")
-    manifest = json.loads((Path(args.model_dir) / "onnxqa.json").read_text())
-    sess = ort.InferenceSession(
-        str(Path(args.model_dir) / manifest["variants"][args.precision]["file"]),
-        opts,
-        providers=["CPUExecutionProvider"],
-    )
+    sess = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    for w in qa._windower.windows(pairs, max_seq_len=384, doc_stride=128, max_question_len=64):
-        feed = {
-            "input_ids": w.input_ids[None],
-            "attention_mask": (w.input_ids * 0 + 1)[None],
-            "token_type_ids": w.type_ids[None],
-        }
+    for n in lengths:
+        ids = np.ones((1, n), dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         sess.run(None, {k: feed[k] for k in names})
     trace = json.loads(Path(sess.end_profiling()).read_text())
     by_op: collections.Counter[str] = collections.Counter()
     for event in trace:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             by_op[event["args"]["op_name"]] += event["dur"]
+    return by_op
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dir")
+    ap.add_argument("--precision", default="int8")
+    ap.add_argument("--questions", type=int, default=40)
+    args = ap.parse_args()
+    pairs = squad_pairs(args.questions)
+
+    qa = onnxqa.load(args.model_dir, device="cpu", precision=args.precision)
+    qa.batch(pairs[:4])
+    with stage_seconds(qa) as spent:
+        t0 = time.perf_counter()
+        qa.batch(pairs)
+        wall = time.perf_counter() - t0
+    inside = spent["model"] / wall
+
+    manifest = json.loads((Path(args.model_dir) / "onnxqa.json").read_text())
+    model_file = Path(args.model_dir) / manifest["variants"][qa.precision]["file"]
+    by_op = operator_shares(model_file, qa.window_lengths(pairs))
     total = sum(by_op.values())
     print(
-        f"{args.model_dir} {args.precision}: {len(pairs)} questions in {wall:.2f}s; "
-        f"inside the session {100 * session_time / wall2:.1f}% of wall time, outside "
-        f"(tokenize, windows, decode) {100 * (1 - session_time / wall2):.1f}%"
+        f"{args.model_dir} {qa.precision}: {len(pairs)} questions in {wall:.2f}s; "
+        f"inside the model {100 * inside:.1f}% of wall time, outside "
+        f"(tokenize, windows, pad, decode) {100 * (1 - inside):.1f}%"
     )
     print("| operator | share of kernel time |")
     print("|---|---:|")

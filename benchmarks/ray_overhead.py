@@ -26,20 +26,9 @@ import time
 from pathlib import Path
 
 import onnxqa
-from onnxqa.batch import run_batch
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from common import ROOT, SHARED, SQUAD_DEV
+from onnxqa.batch import InProcess, OnRay, run_batch
+from onnxqa.bench import machine_facts
 
 
 def export_tiny(work: Path) -> Path:
@@ -74,7 +63,7 @@ def differing_rows(a: Path, b: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=SHARED / "data" / "squad" / "dev-v2.0.json")
+    ap.add_argument("--data", type=Path, default=SQUAD_DEV)
     ap.add_argument("--limit", type=int, default=None, help="only the first N questions (default: all)")
     ap.add_argument("--model-dir", type=Path, default=None, help="default: bert-tiny, random weights, exported here")
     ap.add_argument("--precision", default="auto")
@@ -96,8 +85,11 @@ def main() -> int:
         qa = onnxqa.load(model_dir, device="cpu", precision=args.precision)
         precision = qa.precision
         del qa
-        common = {"device": "cpu", "precision": precision, "chunk_rows": args.chunk_rows, "progress": False}
-        common["options"] = {"handle_impossible_answer": True}
+        common = {"chunk_rows": args.chunk_rows, "progress": False, "options": {"handle_impossible_answer": True}}
+        local_backend = InProcess(device="cpu", precision=precision, threads=threads)
+        ray_backend = OnRay(
+            actors=args.actors, threads_per_actor=args.threads_per_actor, device="cpu", precision=precision
+        )
 
         t0 = time.perf_counter()
         ray.init(num_cpus=threads, include_dashboard=False, configure_logging=False, log_to_driver=False)
@@ -105,18 +97,10 @@ def main() -> int:
         runs: dict[str, list[float]] = {"in-process": [], "ray": []}
         try:
             for r in range(args.repeats):
-                local = run_batch(model_dir, source, work / f"local-{r}.jsonl", threads=threads, **common)
+                local = run_batch(model_dir, source, work / f"local-{r}.jsonl", backend=local_backend, **common)
                 runs["in-process"].append(local.seconds)
                 print(f"in-process run {r + 1}: {local.seconds:.1f} s", file=sys.stderr)
-                remote = run_batch(
-                    model_dir,
-                    source,
-                    work / f"ray-{r}.jsonl",
-                    ray=True,
-                    actors=args.actors,
-                    threads_per_actor=args.threads_per_actor,
-                    **common,
-                )
+                remote = run_batch(model_dir, source, work / f"ray-{r}.jsonl", backend=ray_backend, **common)
                 runs["ray"].append(remote.seconds)
                 print(f"Ray run {r + 1}: {remote.seconds:.1f} s", file=sys.stderr)
                 assert local.answered == remote.answered == rows
@@ -129,9 +113,10 @@ def main() -> int:
         )
 
     local_s, ray_s = statistics.median(runs["in-process"]), statistics.median(runs["ray"])
+    cpu = machine_facts()["cpu"]
     result = {
         "machine": {
-            "cpu": cpu_name(),
+            "cpu": cpu,
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "onnxruntime": __import__("onnxruntime").__version__,
@@ -155,7 +140,7 @@ def main() -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"{cpu_name()}, {os.cpu_count()} cores; {rows} questions, {precision}; raw: {args.output}")
+    print(f"{cpu}, {os.cpu_count()} cores; {rows} questions, {precision}; raw: {args.output}")
     print()
     print("| engine | threads | seconds (median) | questions/s | overhead vs in-process | rows differing |")
     print("|---|---|---:|---:|---:|---:|")

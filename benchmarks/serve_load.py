@@ -38,14 +38,9 @@ from typing import Any
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-RESULTS = ROOT / "benchmarks" / "results"
+from common import RESULTS, ROOT, SHARED, log, squad_pairs
+
 DEFAULT_RUNS = "bert-tiny-finetuned-squadv2:fp32,bert-tiny-finetuned-squadv2:int8,tinyroberta-squad2:int8"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def server_stack() -> dict[str, str | None]:
@@ -59,12 +54,6 @@ def server_stack() -> dict[str, str | None]:
         except PackageNotFoundError:
             found[name] = None
     return found
-
-
-def squad_pairs(n: int) -> list[tuple[str, str]]:
-    data = json.loads((SHARED / "data" / "squad" / "dev-v2.0.json").read_text(encoding="utf-8"))
-    pairs = [(q["question"], p["context"]) for a in data["data"] for p in a["paragraphs"] for q in p["qas"]]
-    return pairs[:n]
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:

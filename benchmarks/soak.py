@@ -16,13 +16,11 @@ import random
 import resource
 import sys
 import time
-from pathlib import Path
 
 import psutil
 
 import onnxqa
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from common import SQUAD_DEV
 
 
 def rss_mb() -> float:
@@ -38,7 +36,7 @@ def main() -> None:
     ap.add_argument("--huge", action="store_true", help="also answer over 1 MB and 10 MB contexts")
     args = ap.parse_args()
 
-    data = json.loads((SHARED / "data" / "squad" / "dev-v2.0.json").read_text())
+    data = json.loads(SQUAD_DEV.read_text())
     qs = [(qa["question"], p["context"]) for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
     rng = random.Random(0)
     contexts = [c for _, c in qs]

@@ -76,7 +76,9 @@ def make_fake_model(
     vocab = len(json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"])
     (out / "model.fp32.onnx").write_bytes(_graph(vocab, hidden, layers, seed))
     passed = {"status": "passed"}
-    variants = {"fp32": {"file": "model.fp32.onnx", "sha256": sha256_file(out / "model.fp32.onnx"), "validation": passed}}
+    variants = {
+        "fp32": {"file": "model.fp32.onnx", "sha256": sha256_file(out / "model.fp32.onnx"), "validation": passed}
+    }
     if dynamic_int8:
         shutil.copy(out / "model.fp32.onnx", out / "model.int8.onnx")
         variants["int8"] = {

@@ -1,4 +1,5 @@
-"""Shape buckets and fixed buffers (what CUDA graphs need), checked on the CPU provider."""
+"""Shape buckets and fixed buffers (what CUDA graphs need), checked on the CPU provider with the
+torch-free ``fake_model``."""
 
 from __future__ import annotations
 
@@ -53,47 +54,37 @@ def pairs(squad_v2):
     return picked + [(squad_v2[1]["question"], joined), ("Who?", "Ada."), ("Where is it?", "It is in Paris, France.")]
 
 
-def _shapes(qa, pairs, **options):
-    shapes = []
-    run = qa._engine.run
-
-    def recording(ids, types, mask):
-        shapes.append(ids.shape)
-        return run(ids, types, mask)
-
-    qa._engine.run = recording
-    try:
-        return qa.batch_with_null(pairs, **options), shapes
-    finally:
-        del qa._engine.run
-
-
 @pytest.mark.parametrize("batch_size", [1, 6, 16])
-def test_same_answers_with_and_without_buckets(tiny, pairs, batch_size):
+def test_same_answers_with_and_without_buckets(fake_model, pairs, batch_size, record_calls):
     options = dict(top_k=2, max_seq_len=96, doc_stride=32, batch_size=batch_size, handle_impossible_answer=True)
-    plain = onnxqa.load(tiny, device="cpu", precision="fp32", buckets=False)
-    bucketed = onnxqa.load(tiny, device="cpu", precision="fp32", buckets=(32, 64, 96))
-    (a, plain_shapes), (b, shapes) = _shapes(plain, pairs, **options), _shapes(bucketed, pairs, **options)
+    plain = onnxqa.load(fake_model, device="cpu", precision="fp32", buckets=False)
+    bucketed = onnxqa.load(fake_model, device="cpu", precision="fp32", buckets=(32, 64, 96))
+    with record_calls(plain) as plain_shapes:
+        a = plain.batch_with_null(pairs, **options)
+    with record_calls(bucketed) as shapes:
+        b = bucketed.batch_with_null(pairs, **options)
     for (x, null_x), (y, null_y) in zip(a, b):
         assert [(s.text, s.start, s.end) for s in x] == [(s.text, s.start, s.end) for s in y]
         assert [s.score for s in x] == pytest.approx([s.score for s in y], rel=1e-4, abs=1e-6)
         assert null_x == pytest.approx(null_y, rel=1e-4, abs=1e-7)
     rows = {r for r in (1, 2, 4, 8, 16, batch_size) if r <= batch_size}
     assert set(shapes) <= {(r, w) for r in rows for w in (32, 64, 96)}
-    windows = bucketed._prepare_pairs(pairs, bucketed._options(options)).windows
-    planned = plan_batches([len(w.input_ids) for w in windows], batch_size, Buckets((32, 64, 96)))
+    with record_calls(plain) as one_by_one:  # one window per call, unpadded: the windows' lengths
+        plain.batch_with_null(pairs, **{**options, "batch_size": 1})
+    lengths = [width for _, width in one_by_one]
+    planned = plan_batches(lengths, batch_size, Buckets((32, 64, 96)))
     assert shapes == [(b.rows, b.width) for b in planned]
-    assert sum(s[0] for s in plain_shapes) == len(windows)
+    assert sum(s[0] for s in plain_shapes) == len(lengths)
 
 
-def _model(tiny):
-    variant = json.loads((tiny / "onnxqa.json").read_text())["variants"]["fp32"]
-    return read_verified(tiny, variant["file"], variant["sha256"])
+def _model(model_dir):
+    variant = json.loads((model_dir / "onnxqa.json").read_text())["variants"]["fp32"]
+    return read_verified(model_dir, variant["file"], variant["sha256"])
 
 
 @pytest.mark.parametrize("shape_sessions", [False, True])
-def test_fixed_buffers_equal_plain_run(tiny, shape_sessions):
-    model = _model(tiny)
+def test_fixed_buffers_equal_plain_run(fake_model, shape_sessions):
+    model = _model(fake_model)
     plain = Engine(model, "cpu", SessionSettings(io_binding=False))
     fixed = Engine(model, "cpu", SessionSettings(fixed_buffers=True, shape_sessions=shape_sessions))
     assert fixed.shape_sessions is shape_sessions
@@ -113,24 +104,24 @@ def test_fixed_buffers_equal_plain_run(tiny, shape_sessions):
     assert [fixed._slots[s].runs for s in sorted(fixed.shapes)] == [6, 4]
 
 
-def test_shapes_past_the_limit_run_without_buffers_of_their_own(tiny, monkeypatch):
+def test_shapes_past_the_limit_run_without_buffers_of_their_own(fake_model, monkeypatch):
     monkeypatch.setattr(_session, "MAX_GRAPHS", 2)
-    engine = Engine(_model(tiny), "cpu", SessionSettings(fixed_buffers=True))
+    engine = Engine(_model(fake_model), "cpu", SessionSettings(fixed_buffers=True))
     ids = np.full((1, 8), 1000, dtype=np.int64)
     for width in (8, 16, 24):
         engine.run(ids[:, :1].repeat(width, axis=1), np.zeros((1, width), np.int64), np.ones((1, width), np.int64))
     assert engine.shapes == [(1, 8), (1, 16)]
 
 
-def test_cuda_graph_needs_cuda_and_buckets(tiny):
+def test_cuda_graph_needs_cuda_and_buckets(fake_model):
     with pytest.raises(onnxqa.ProviderError, match="cuda"):
-        onnxqa.load(tiny, device="cpu", cuda_graph=True)
+        onnxqa.load(fake_model, device="cpu", cuda_graph=True)
     with pytest.raises(onnxqa.ProviderError):
-        Engine(_model(tiny), "cpu", SessionSettings(cuda_graph=True))
+        Engine(_model(fake_model), "cpu", SessionSettings(cuda_graph=True))
     with pytest.raises(onnxqa.InputError):
-        onnxqa.load(tiny, device="cpu", cuda_graph="yes")
+        onnxqa.load(fake_model, device="cpu", cuda_graph="yes")
     with pytest.raises(onnxqa.InputError):
-        onnxqa.load(tiny, device="cpu", buckets="wide")
+        onnxqa.load(fake_model, device="cpu", buckets="wide")
 
 
 # ---------------------------------------------------------------- CUDA provider failures, simulated
@@ -166,27 +157,27 @@ def fake_cuda(monkeypatch):
     return monkeypatch
 
 
-def test_cuda_provider_silently_missing_says_what_to_do(tiny, fake_cuda):
+def test_cuda_provider_silently_missing_says_what_to_do(fake_model, fake_cuda):
     fake_cuda.setattr(_session.ort, "InferenceSession", _FakeSession(["CPUExecutionProvider"]))
     with pytest.raises(onnxqa.ProviderError) as err:
-        Engine(_model(tiny), "cuda", SessionSettings())
+        Engine(_model(fake_model), "cuda", SessionSettings())
     message = str(err.value)
     for needed in ("CPUExecutionProvider", "import torch", "nvidia-cudnn-cu", "libcudnn.so.9", "device='cpu'"):
         assert needed in message
 
 
-def test_cuda_library_error_becomes_provider_error(tiny, fake_cuda):
+def test_cuda_library_error_becomes_provider_error(fake_model, fake_cuda):
     error = "libcublasLt.so.13: cannot open shared object file: No such file or directory"
     fake_cuda.setattr(_session.ort, "InferenceSession", _FakeSession(["CUDAExecutionProvider"], error))
     with pytest.raises(onnxqa.ProviderError, match="libcublasLt.so.13.*import torch"):
-        Engine(_model(tiny), "cuda", SessionSettings())
+        Engine(_model(fake_model), "cuda", SessionSettings())
 
 
-def test_refused_graph_capture_falls_back_to_a_session_per_shape(tiny, fake_cuda):
+def test_refused_graph_capture_falls_back_to_a_session_per_shape(fake_model, fake_cuda):
     refused = _FakeSession(["CUDAExecutionProvider"], lambda providers: isinstance(providers[0], tuple))
     fake_cuda.setattr(_session.ort, "InferenceSession", refused)
     with pytest.raises(onnxqa.ModelLoadError, match="not a QA graph"):  # the fake has no inputs
-        Engine(_model(tiny), "cuda", SessionSettings(cuda_graph=True))
+        Engine(_model(fake_model), "cuda", SessionSettings(cuda_graph=True))
     assert refused.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]  # retried without graphs
 
 

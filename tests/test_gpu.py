@@ -10,7 +10,7 @@ import json
 import pytest
 
 import onnxqa
-from onnxqa.runtime._session import cuda_available
+from onnxqa.runtime import cuda_available
 
 from parity_cases import parity_pairs
 

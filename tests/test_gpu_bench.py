@@ -5,27 +5,27 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import onnxqa
 from onnxqa._manifest import read_verified
-from onnxqa.runtime._session import Engine, SessionSettings, cuda_available
+from onnxqa.runtime import STAGES, cuda_available
+from onnxqa.runtime._session import Engine, SessionSettings
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    sys.path.insert(0, str(BENCH))
-    try:
+    """benchmarks/gpu.py as a module, with its folder on the path as when it runs as a script."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCH))
         spec = importlib.util.spec_from_file_location("gpu_bench", BENCH / "gpu.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
     return module
 
 
@@ -47,17 +47,21 @@ def test_refuses_to_run_without_cuda(gpu_bench):
         gpu_bench.main(["--models", "bert-tiny-finetuned-squadv2"])
 
 
-def test_stage_timers_and_model_split(gpu_bench, tiny, squad_v2):
-    qa = onnxqa.load(tiny, device="cpu", precision="fp32", buckets=True)
+def test_stage_timers(gpu_bench, fake_model, squad_v2):
+    qa = onnxqa.load(fake_model, device="cpu", precision="fp32", buckets=True)
     pairs = [(q["question"], q["context"]) for q in squad_v2[:12]]
     stages = gpu_bench.stages(qa, pairs, 4)
-    assert set(stages) == {"tokenize", "model", "decode_spans", "decode_chars", "merge"}
-    assert all(v >= 0 for v in stages.values()) and stages["model"] > 0
+    assert tuple(stages) == STAGES
+    assert all(v > 0 for v in stages.values())
+
+
+def test_model_split(gpu_bench, fake_model):
+    qa = onnxqa.load(fake_model, device="cpu", precision="fp32", buckets=True)
     assert gpu_bench.model_split(qa, 2, 64) is None  # no buffers of its own without fixed buffers
-    variant = json.loads((tiny / "onnxqa.json").read_text())["variants"]["fp32"]
-    model = read_verified(tiny, variant["file"], variant["sha256"])
-    qa._engine = Engine(model, "cpu", SessionSettings(fixed_buffers=True))
-    split = gpu_bench.model_split(qa, 2, 64, runs=3)
+    variant = json.loads((fake_model / "onnxqa.json").read_text())["variants"]["fp32"]
+    model = read_verified(fake_model, variant["file"], variant["sha256"])
+    fixed = SimpleNamespace(engine=Engine(model, "cpu", SessionSettings(fixed_buffers=True)))
+    split = gpu_bench.model_split(fixed, 2, 64, runs=3)
     assert split["rows"] == 2 and split["width"] == 64 and split["run"] > 0
 
 
@@ -72,6 +76,8 @@ def _result(gpu_bench):
             "model_split_ms": {"batch": {"h2d": 0.1, "run": 2.0, "d2h": 0.2, "rows": 64, "width": 384}},
         }
 
+    tiny = engine(30000.0, 0.3)
+    tiny["stages_ms_per_question"] = dict(tokenize=0.05, pad=0.004, model=0.03, decode=0.02, assemble=0.001)
     return {
         "machine": {
             "gpu": "NVIDIA H100 80GB HBM3",
@@ -102,7 +108,7 @@ def _result(gpu_bench):
             },
             "bert-tiny-finetuned-squadv2": {
                 "architecture": {"layers": 2, "hidden": 128, "intermediate": 512},
-                "engines": {"onnxqa-fp16-graphs": engine(30000.0, 0.3)},
+                "engines": {"onnxqa-fp16-graphs": tiny},
             },
         },
         "accuracy": {
@@ -135,6 +141,10 @@ def test_tables_from_a_results_file(gpu_bench, tmp_path, capsys):
         "| tinybert-6l-768d-squad2 | onnxqa-fp16-graphs | yes (0.80 ms) | yes (12000) | yes (15.0×) | yes (0.13) |"
     ]
     assert "bert-tiny-finetuned-squadv2 | onnxqa-fp16-graphs | yes" not in text  # targets: 6 x 768 only
+    stages = "| 0.050 | 0.004 | 0.030 | 0.020 | 0.001 | 0.100 | 2.000 | 0.200 |"
+    assert f"| bert-tiny-finetuned-squadv2 | onnxqa-fp16-graphs {stages}" in text
+    # a results file of earlier runs: decoding timed in two parts, padding inside the model call
+    assert "| tinybert-6l-768d-squad2 | onnxqa-fp16-plain | 0.050 | – | 0.030 | 0.020 | 0.000 | 0.100 |" in text
     assert "**99.70%**" in text and "**-0.020**" in text and "met" in text
     assert "Not measured: onnxqa-fp32-graphs on tinyroberta-squad2" in text
 
@@ -142,7 +152,7 @@ def test_tables_from_a_results_file(gpu_bench, tmp_path, capsys):
 def test_section_replaced_in_place(gpu_bench, tmp_path):
     md = tmp_path / "B.md"
     md.write_text("# B\n\n## GPU\n\nintro\n")
-    gpu_bench.write_section(md, "first\n")
-    gpu_bench.write_section(md, "second\n")
+    gpu_bench.write_section(md, "first\n", gpu_bench.START, gpu_bench.END)
+    gpu_bench.write_section(md, "second\n", gpu_bench.START, gpu_bench.END)
     text = md.read_text()
     assert text.count(gpu_bench.START) == 1 and "second" in text and "first" not in text and "intro" in text

@@ -1,4 +1,4 @@
-"""Invariants of every answer, over random text (hypothesis)."""
+"""Invariants of every answer, over random text (hypothesis), on the torch-free ``fake_model``."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 
 @pytest.fixture(scope="module")
-def qa(tiny):
-    return onnxqa.load(tiny, device="cpu", precision="fp32")
+def qa(fake_model):
+    return onnxqa.load(fake_model, device="cpu", precision="fp32")
 
 
 def spans(answers):
@@ -95,34 +95,20 @@ def test_alone_or_in_batch_and_any_batch_size(qa, pairs, data):
         assert [spans(a) for a in batched] == alone
 
 
-def _batch_shapes(qa, pairs, **options):
-    shapes = []
-    run = qa._engine.run
-
-    def recording(ids, types, mask):
-        shapes.append(ids.shape)
-        return run(ids, types, mask)
-
-    qa._engine.run = recording
-    try:
-        answers = qa.batch(pairs, **options)
-    finally:
-        del qa._engine.run
-    return answers, shapes
-
-
-def test_batching_really_batches(qa):
+def test_batching_really_batches(qa, record_calls):
     """The batch-invariance property above is not vacuous: batch_size=64 puts many windows in one call."""
     pairs = [("Who designed it?", f"The bridge number {i} was designed by Ada.") for i in range(20)]
-    _, shapes = _batch_shapes(qa, pairs, batch_size=64)
+    with record_calls(qa) as shapes:
+        qa.batch(pairs, batch_size=64)
     assert shapes and max(s[0] for s in shapes) == 20
 
 
-def test_int8_runs_each_window_alone_by_default(tiny):
+def test_int8_runs_each_window_alone_by_default(fake_model_dynamic, record_calls):
     """Dynamic int8 computes activation scales per call, so its default is one window per call: a
     window's answer never depends on its neighbours."""
-    qa8 = onnxqa.load(tiny, device="cpu", precision="int8")
+    qa8 = onnxqa.load(fake_model_dynamic, device="cpu", precision="int8")
     pairs = [("Who designed it?", f"The bridge number {i} was designed by Ada.") for i in range(12)]
-    batched, shapes = _batch_shapes(qa8, pairs)
+    with record_calls(qa8) as shapes:
+        batched = qa8.batch(pairs)
     assert {s[0] for s in shapes} == {1}
     assert batched == [qa8(q, c) for q, c in pairs]

@@ -19,7 +19,7 @@ import time
 import pytest
 
 import onnxqa
-from onnxqa.batch import ANSWER_COLUMNS, run_batch
+from onnxqa.batch import ANSWER_COLUMNS, InProcess, OnRay, run_batch
 
 from conftest import ROOT
 
@@ -102,9 +102,10 @@ def test_batch_job_on_ray_equals_in_process(local_ray, tiny, pairs, tmp_path):
     rows = [{"id": f"q{i}", "question": q, "context": c} for i, (q, c) in enumerate(pairs)]
     rows[7]["question"] = " "
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    common = {"device": "cpu", "precision": "int8", "chunk_rows": 64, "progress": False}
-    local = run_batch(tiny, src, tmp_path / "local.jsonl", **common)
-    on_ray = run_batch(tiny, src, tmp_path / "ray.jsonl", ray=True, actors=2, threads_per_actor=1, **common)
+    common = {"chunk_rows": 64, "progress": False}
+    local = run_batch(tiny, src, tmp_path / "local.jsonl", backend=InProcess(device="cpu", precision="int8"), **common)
+    ray_backend = OnRay(actors=2, threads_per_actor=1, device="cpu", precision="int8")
+    on_ray = run_batch(tiny, src, tmp_path / "ray.jsonl", backend=ray_backend, **common)
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     assert on_ray.failed == local.failed == [("q7", "question is empty or whitespace only; pass some text")]
     assert on_ray.engine == "ray" and ray.is_initialized()  # a Ray it did not start is left running

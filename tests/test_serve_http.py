@@ -335,3 +335,20 @@ def test_workers_answer_alike_sum_their_metrics_and_stop_on_sigterm(fake_model, 
     finally:
         code = stop_server(proc)
     assert code == 0
+
+
+def test_documents_examples_in_the_docs_run_against_a_server(fake_model):
+    """The curl and Python examples of docs/serving.md, against a server with a key."""
+    from test_readme import markdown_block
+
+    key = "your-key-here-0123456789"
+    with running_server(fake_model, env={"ONNXQA_API_KEY": key}) as base:
+        shell = markdown_block("test:documents-curl", "docs/serving.md").replace("http://localhost:8000", base)
+        shell = shell.replace("curl -s localhost:8000", f"curl -s -H 'Authorization: Bearer {key}' {base}")
+        out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and json.loads(out.stdout)["answers"], out.stdout + out.stderr
+        code = markdown_block("test:documents-python", "docs/serving.md").replace("http://localhost:8000", base)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "(document a)" in out.stdout or "(document b)" in out.stdout
+        assert "no answer" in out.stdout

@@ -11,57 +11,57 @@ Rows stream through in chunks: read, answered, and written as one part file each
 An interrupted run leaves its parts; ``resume=True`` (``--resume``) answers only the rows that
 neither they nor an existing ``OUTPUT`` hold, by ``id`` (by position for rows without one).
 
-The rows are answered in this process by default, or on a Ray cluster (``ray=True``; see
-:mod:`onnxqa.ray`). Either way this process writes the one output file.
+The rows are answered in this process (:class:`InProcess`, the default) or on a Ray cluster
+(:class:`OnRay`; see :mod:`onnxqa.ray`). Either way this process writes the one output file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._errors import InputError, OnnxQAError
+from ._errors import InputError
 from ._paths import check_not_overlapping
 from ._progress import bar as progress_bar
-from .runtime._answer import QAOptions
-from .runtime._windows import check_text
+from ._rows import ANSWER_COLUMNS, ROW_OPTIONS, answer_columns, arrow_answer_fields, row_options
+from .runtime import QAOptions
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from .runtime import QuestionAnswerer
 
-__all__ = ["ANSWER_COLUMNS", "ROW_OPTIONS", "BatchReport", "answer_columns", "row_options", "run_batch"]
+__all__ = [
+    "ANSWER_COLUMNS",
+    "DEFAULT_CHUNK_ROWS",
+    "ROW_OPTIONS",
+    "BatchReport",
+    "InProcess",
+    "OnRay",
+    "answer_columns",
+    "row_options",
+    "run_batch",
+]
 
-ANSWER_COLUMNS = ("answer", "score", "start", "end", "is_impossible", "error")
-"""Columns added to every row: the best answer's text, score and character offsets, whether it
-is the empty answer, and the error message of a row that could not be answered (else null)."""
-ROW_OPTIONS = (
-    "handle_impossible_answer",
-    "max_answer_len",
-    "max_question_len",
-    "max_seq_len",
-    "doc_stride",
-    "align_to_words",
-)
-"""Options a row may carry in a column of that name (null: the job's own)."""
 _FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 DEFAULT_CHUNK_ROWS = 256
+"""Rows read, answered and written at a time (with Ray: rows per batch)."""
 
 
 @dataclass(frozen=True)
 class BatchReport:
     """What a run did. ``failed``: ``(row id, message)`` of the rows this run could not answer
-    (``row N``, counted from 0, for rows without an ``id``)."""
+    (``row N``, counted from 0, for rows without an ``id``). ``engine``: the backend's label,
+    ``"in-process"`` or ``"ray"``."""
 
     output: Path
     rows: int
@@ -74,91 +74,6 @@ class BatchReport:
     @property
     def rows_per_s(self) -> float:
         return self.answered / self.seconds if self.seconds > 0 else 0.0
-
-
-# ---------------------------------------------------------------------- answering a chunk
-
-
-def _plain(value: Any) -> Any:
-    """A JSON/Arrow/numpy cell as a plain Python value; None for null and NaN."""
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()  # numpy scalars
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer():
-            return int(value)  # pandas turns integer columns with nulls into floats
-    return value
-
-
-def row_options(columns: Mapping[str, Sequence[Any]], rows: int) -> list[dict[str, Any]]:
-    """Each row's options from the columns named in :data:`ROW_OPTIONS` (nulls left out)."""
-    present = [name for name in ROW_OPTIONS if name in columns]
-    out: list[dict[str, Any]] = []
-    for i in range(rows):
-        opts = {}
-        for name in present:
-            value = _plain(columns[name][i])
-            if value is not None:
-                opts[name] = value
-        out.append(opts)
-    return out
-
-
-def answer_columns(
-    qa: QuestionAnswerer,
-    questions: Sequence[Any],
-    contexts: Sequence[Any],
-    options: Sequence[Mapping[str, Any]] | None = None,
-) -> dict[str, list[Any]]:
-    """:data:`ANSWER_COLUMNS` for rows of questions, contexts and per-row options.
-
-    Rows with the same options are answered by one ``qa.batch`` call, so each gets exactly the
-    answer ``qa.batch`` (or ``qa(question, context, **options)``) gives it. A row that fails its
-    checks, or that its call rejects, gets ``error`` and nulls; the others are answered.
-    """
-    n = len(questions)
-    out: dict[str, list[Any]] = {name: [None] * n for name in ANSWER_COLUMNS}
-    groups: dict[tuple[tuple[str, Any], ...], list[int]] = {}
-    for i in range(n):
-        opts = dict(options[i]) if options is not None else {}
-        try:
-            check_text("question", questions[i])
-            check_text("context", contexts[i])
-            QAOptions().updated(**opts)
-        except InputError as exc:
-            out["error"][i] = str(exc)
-            continue
-        groups.setdefault(tuple(sorted(opts.items())), []).append(i)
-    for key, rows in groups.items():
-        opts = dict(key)
-        results: list[Any]
-        try:
-            results = qa.batch([(questions[i], contexts[i]) for i in rows], **opts)
-        except OnnxQAError:  # a row the checks let through (an option out of the model's range): find it
-            results = []
-            for i in rows:
-                try:
-                    results.append(qa.batch([(questions[i], contexts[i])], **opts)[0])
-                except OnnxQAError as exc:
-                    results.append(exc)
-        for i, answers in zip(rows, results):
-            if isinstance(answers, Exception):
-                out["error"][i] = str(answers)
-            elif answers:
-                best = answers[0]
-                out["answer"][i], out["score"][i] = best.text, best.score
-                out["start"][i], out["end"][i] = best.start, best.end
-                out["is_impossible"][i] = best.is_impossible
-            # no answer at all (no valid span and no empty answer allowed): nulls, no error
-    return out
-
-
-def _arrow_answer_fields() -> list[pa.Field]:
-    import pyarrow as pa
-
-    types = (pa.string(), pa.float64(), pa.int64(), pa.int64(), pa.bool_(), pa.string())
-    return [pa.field(name, t) for name, t in zip(ANSWER_COLUMNS, types)]
 
 
 # ---------------------------------------------------------------------- the two formats
@@ -322,7 +237,7 @@ class _Parquet:
         import pyarrow as pa
 
         kept = [f for f in input_schema if f.name not in ANSWER_COLUMNS]
-        return pa.schema(kept + _arrow_answer_fields(), metadata=input_schema.metadata)
+        return pa.schema(kept + arrow_answer_fields(), metadata=input_schema.metadata)
 
     @classmethod
     def write(cls, path: Path, chunk: _Chunk, answers: Mapping[str, Sequence[Any]], keep: Sequence[int]) -> None:
@@ -334,7 +249,7 @@ class _Parquet:
             batch = batch.take(pa.array(keep, type=pa.int64()))
         schema = cls.schema(batch.schema)
         arrays = [batch.column(f.name) for f in schema if f.name not in ANSWER_COLUMNS]
-        arrays += [pa.array([answers[f.name][i] for i in keep], type=f.type) for f in _arrow_answer_fields()]
+        arrays += [pa.array([answers[f.name][i] for i in keep], type=f.type) for f in arrow_answer_fields()]
         pq.write_table(pa.Table.from_arrays(arrays, schema=schema), path)
 
     @staticmethod
@@ -383,7 +298,7 @@ def _format(path: Path, what: str) -> _Format:
     return _Jsonl if kind == "jsonl" else _Parquet
 
 
-# ---------------------------------------------------------------------- the job
+# ---------------------------------------------------------------------- the output's parts
 
 
 class _Parts:
@@ -423,40 +338,199 @@ def _finish(output: Path, sources: list[Path], fmt: _Format, parts: _Parts) -> N
         shutil.rmtree(parts.dir)
 
 
+# ---------------------------------------------------------------------- where the rows are answered
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a backend answers: the rows of ``source`` whose keys are not in ``done``."""
+
+    model_dir: Path
+    source: Path
+    fmt: _Format
+    done: set[tuple[str, Any]]
+    options: dict[str, Any]
+    chunk_rows: int
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Answered rows, ready to be written as one part file."""
+
+    rows: int  # rows it holds
+    seen: int  # input rows it accounts for, skipped ones included (the progress bar's step)
+    failed: list[tuple[str, str]]
+    write: Callable[[Path], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class InProcess:
+    """Answer the rows in this process: the model loaded as :func:`onnxqa.load` loads it, with
+    ``threads`` onnxruntime threads (default: ``ONNXQA_THREADS``, else one per physical core)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+
+    label: ClassVar[str] = "in-process"
+    _activity: ClassVar[str] = "answering"
+
+    def _parts(self, job: _Job) -> Generator[_Part, None, None]:
+        from .runtime import load
+
+        qa = load(job.model_dir, device=self.device, precision=self.precision, threads=self.threads, **job.options)
+        done = job.done
+        first = len(done) if all(kind == "row" for kind, _ in done) else 0  # rows without ids: a prefix
+        for chunk in job.fmt.chunks(job.source, job.chunk_rows, first_index=first):
+            keep = [i for i, key in enumerate(chunk.keys) if key not in done]
+            if not keep:
+                continue
+            answers = _answer_chunk(qa, chunk, keep)
+            failed = [(chunk.labels[i], answers["error"][i]) for i in keep if answers["error"][i] is not None]
+            write = functools.partial(job.fmt.write, chunk=chunk, answers=answers, keep=keep)
+            yield _Part(len(keep), len(chunk.keys), failed, write)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnRay:
+    """Answer the rows on Ray with Ray Data (needs the ``ray`` extra): ``actors`` actors holding
+    the model, each with ``threads_per_actor`` onnxruntime threads (and as many CPUs reserved).
+
+    ``address``: the cluster to join; None: a Ray already running in this process, else a local
+    one started for the run and stopped after it. The input and the model directory must be
+    readable at the same paths on every node. Resuming needs an ``id`` column.
+
+    Raises:
+        InputError: ``actors`` or ``threads_per_actor`` is not an integer >= 1.
+    """
+
+    address: str | None = None
+    actors: int = 2
+    threads_per_actor: int = 1
+    device: str = "auto"
+    precision: str = "auto"
+
+    label: ClassVar[str] = "ray"
+    _activity: ClassVar[str] = "answering on Ray"
+
+    def __post_init__(self) -> None:
+        for name in ("actors", "threads_per_actor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+
+    def _parts(self, job: _Job) -> Generator[_Part, None, None]:
+        from .ray import answer_on_ray
+
+        tables = answer_on_ray(  # a generator: closing it stops the Ray it started
+            job.model_dir,
+            job.source,
+            fmt=job.fmt.suffix[1:],
+            done=job.done,
+            address=self.address,
+            actors=self.actors,
+            threads_per_actor=self.threads_per_actor,
+            device=self.device,
+            precision=self.precision,
+            options=job.options,
+            batch_size=job.chunk_rows,
+        )
+        with contextlib.closing(tables):
+            for table in tables:
+                if table.num_rows:
+                    write = functools.partial(job.fmt.write_table, table=table)
+                    yield _Part(table.num_rows, table.num_rows, _failed_rows(table), write)
+
+
+Backend = InProcess | OnRay
+"""Where :func:`run_batch` answers the rows."""
+
+
+def _answer_chunk(qa: QuestionAnswerer, chunk: _Chunk, keep: Sequence[int]) -> dict[str, list[Any]]:
+    """:data:`ANSWER_COLUMNS` for every row of ``chunk`` (rows not in ``keep`` stay null)."""
+    todo = [i for i in keep if chunk.errors[i] is None]
+    found = answer_columns(
+        qa,
+        [chunk.questions[i] for i in todo],
+        [chunk.contexts[i] for i in todo],
+        [chunk.options[i] for i in todo],
+    )
+    answers: dict[str, list[Any]] = {name: [None] * len(chunk.keys) for name in ANSWER_COLUMNS}
+    for j, i in enumerate(todo):
+        for name in ANSWER_COLUMNS:
+            answers[name][i] = found[name][j]
+    for i in keep:
+        if chunk.errors[i] is not None:
+            answers["error"][i] = chunk.errors[i]
+    return answers
+
+
+def _failed_rows(table: pa.Table) -> list[tuple[str, str]]:
+    """``(id, error)`` of a table's rows that have an error."""
+    errors = table.column("error").to_pylist()
+    if all(e is None for e in errors):
+        return []
+    ids = table.column("id").to_pylist() if "id" in table.schema.names else [None] * len(errors)
+    return [(str(i) if i is not None else "(no id)", e) for i, e in zip(ids, errors) if e is not None]
+
+
+# ---------------------------------------------------------------------- the job
+
+
 def run_batch(
     model_dir: str | os.PathLike[str],
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    device: str = "auto",
-    precision: str = "auto",
-    threads: int | None = None,
+    backend: Backend | None = None,
     options: Mapping[str, Any] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
-    ray: bool = False,
-    ray_address: str | None = None,
-    actors: int = 2,
-    threads_per_actor: int = 1,
 ) -> BatchReport:
     """Answer every row of ``input`` (JSONL or Parquet) into ``output`` (the same format).
 
-    ``options``: :class:`~onnxqa.QAOptions` for every row (a row's own option columns win);
-    ``top_k`` and ``batch_size`` are not row options: the output holds the best answer, and the
-    windows of a chunk run one per inference call on CPU (the default), so every row's answer is
-    the one ``qa.batch`` gives it. ``resume``: keep what ``output`` and ``OUTPUT.partial/``
-    already hold and answer only the other rows; ``force``: replace an existing ``output``.
-    ``ray``: answer on a Ray cluster (``ray_address``; None starts a local one) with ``actors``
-    actors of ``threads_per_actor`` onnxruntime threads; otherwise in this process with
-    ``threads``.
+    ``backend``: where the rows are answered, :class:`InProcess` (the default: ``InProcess()``)
+    or :class:`OnRay`. ``options``: :class:`~onnxqa.QAOptions` for every row (a row's own option
+    columns win); ``top_k`` and ``batch_size`` are not row options: the output holds the best
+    answer, and the windows of a chunk run one per inference call on CPU (the default), so every
+    row's answer is the one ``qa.batch`` gives it. ``resume``: keep what ``output`` and
+    ``OUTPUT.partial/`` already hold and answer only the other rows; ``force``: replace an
+    existing ``output``.
 
     Raises:
         InputError: bad arguments, an unreadable input, an output that exists or overlaps an input.
         ModelLoadError, ProviderError: as :func:`onnxqa.load`.
     """
+    if backend is None:
+        backend = InProcess()
+    if not isinstance(backend, (InProcess, OnRay)):
+        raise InputError(f"backend must be InProcess(...) or OnRay(...), got {type(backend).__name__}")
     model_dir, source, output = Path(model_dir), Path(input), Path(output)
+    fmt = _check_paths(model_dir, source, output, chunk_rows, resume, force)
+    parts = _Parts(output, fmt)
+    if parts.dir.exists():
+        parts = _reuse_parts(parts, output, fmt, resume, force)
+    job_options = _job_options(options)
+    kept: list[Path] = [output] if resume and output.exists() else []
+    done: set[tuple[str, Any]] = set()
+    if resume:
+        for path in kept + parts.existing():
+            done.update(fmt.keys(path))
+    total = fmt.count(source)
+    t0 = time.perf_counter()
+    job = _Job(model_dir, source, fmt, done, job_options, chunk_rows)
+    answered, failed = _write_parts(backend, job, parts, total, progress)
+    seconds = time.perf_counter() - t0
+    sources = kept + parts.existing()
+    rows = sum(1 for path in sources for _ in fmt.keys(path)) if resume else answered
+    _finish(output, sources, fmt, parts)
+    return BatchReport(output, rows, answered, len(done), seconds, backend.label, failed)
+
+
+def _check_paths(model_dir: Path, source: Path, output: Path, chunk_rows: int, resume: bool, force: bool) -> _Format:
+    """The input's format, once the arguments are checked against each other and the files."""
     fmt = _format(source, "INPUT")
     if _format(output, "OUTPUT") is not fmt:
         raise InputError(f"OUTPUT {output} must have the format of INPUT {source} ({fmt.suffix})")
@@ -466,134 +540,54 @@ def run_batch(
         raise InputError("resume and force exclude each other: resume keeps OUTPUT's rows, force replaces them")
     if not source.is_file():
         raise InputError(f"INPUT {source} is not a file")
-    parts = _Parts(output, fmt)
     protected = [("the input", source), ("the model directory", model_dir)]
     check_not_overlapping(output, protected, InputError)
-    check_not_overlapping(parts.dir, protected, InputError)
+    check_not_overlapping(_Parts(output, fmt).dir, protected, InputError)
     if output.is_dir():
         raise InputError(f"OUTPUT {output} is a directory; name a {fmt.suffix} file")
     if output.exists() and not (resume or force):
         raise InputError(f"{output} exists: --resume answers only the rows it lacks, --force replaces it")
-    if parts.dir.exists():
-        if not parts.is_ours():
-            raise InputError(f"{parts.dir} exists and is not the partial output of onnxqa batch; move it away")
-        if not resume:
-            if not force:
-                raise InputError(
-                    f"{parts.dir} holds the rows of an interrupted run: --resume continues it, --force starts over"
-                )
-            shutil.rmtree(parts.dir)
-            parts = _Parts(output, fmt)
+    return fmt
+
+
+def _reuse_parts(parts: _Parts, output: Path, fmt: _Format, resume: bool, force: bool) -> _Parts:
+    """An existing ``OUTPUT.partial/``: kept to resume, removed with ``force``, else an error."""
+    if not parts.is_ours():
+        raise InputError(f"{parts.dir} exists and is not the partial output of onnxqa batch; move it away")
+    if resume:
+        return parts
+    if not force:
+        raise InputError(
+            f"{parts.dir} holds the rows of an interrupted run: --resume continues it, --force starts over"
+        )
+    shutil.rmtree(parts.dir)
+    return _Parts(output, fmt)
+
+
+def _job_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     job_options = dict(options or {})
     QAOptions().updated(**job_options)  # unknown names and bad types fail before any work
     for name in ("top_k", "batch_size"):
         if name in job_options:
             raise InputError(f"{name} is not an option of onnxqa batch (it writes the best answer of each row)")
-
-    kept: list[Path] = [output] if resume and output.exists() else []
-    done: set[tuple[str, Any]] = set()
-    if resume:
-        for path in kept + parts.existing():
-            done.update(fmt.keys(path))
-    total = fmt.count(source)
-    t0 = time.perf_counter()
-    if ray:
-        from .ray._data import answer_on_ray
-
-        tables = answer_on_ray(  # a generator: closing it stops the Ray it started
-            model_dir,
-            source,
-            fmt=fmt.suffix[1:],
-            done=done,
-            address=ray_address,
-            actors=actors,
-            threads_per_actor=threads_per_actor,
-            device=device,
-            precision=precision,
-            options=job_options,
-            batch_size=chunk_rows,
-        )
-        with contextlib.closing(tables):
-            answered, failed = _write_tables(tables, parts, fmt, total, len(done), progress)
-        engine = "ray"
-    else:
-        from .runtime import load
-
-        qa = load(model_dir, device=device, precision=precision, threads=threads, **job_options)
-        first = len(done) if all(kind == "row" for kind, _ in done) else 0  # rows without ids: a prefix
-        chunks = fmt.chunks(source, chunk_rows, first_index=first)
-        answered, failed = _answer_chunks(qa, chunks, parts, fmt, done, total, progress)
-        engine = "in-process"
-    seconds = time.perf_counter() - t0
-    sources = kept + parts.existing()
-    rows = sum(1 for path in sources for _ in fmt.keys(path)) if resume else answered
-    _finish(output, sources, fmt, parts)
-    return BatchReport(output, rows, answered, len(done), seconds, engine, failed)
+    return job_options
 
 
-def _answer_chunks(
-    qa: QuestionAnswerer,
-    chunks: Iterable[_Chunk],
-    parts: _Parts,
-    fmt: _Format,
-    done: set[tuple[str, Any]],
-    total: int,
-    progress: bool,
+def _write_parts(
+    backend: Backend, job: _Job, parts: _Parts, total: int, progress: bool
 ) -> tuple[int, list[tuple[str, str]]]:
+    """Write each part the backend answers; the rows answered and the failed ones."""
     answered, failed = 0, []
-    bar = progress_bar(total, "answering", unit="row", enabled=progress, initial=min(len(done), total))
+    bar = progress_bar(total, backend._activity, unit="row", enabled=progress, initial=min(len(job.done), total))
     try:
-        for chunk in chunks:
-            keep = [i for i, key in enumerate(chunk.keys) if key not in done]
-            if not keep:
-                continue
-            todo = [i for i in keep if chunk.errors[i] is None]
-            found = answer_columns(
-                qa,
-                [chunk.questions[i] for i in todo],
-                [chunk.contexts[i] for i in todo],
-                [chunk.options[i] for i in todo],
-            )
-            answers: dict[str, list[Any]] = {name: [None] * len(chunk.keys) for name in ANSWER_COLUMNS}
-            for j, i in enumerate(todo):
-                for name in ANSWER_COLUMNS:
-                    answers[name][i] = found[name][j]
-            for i in keep:
-                if chunk.errors[i] is not None:
-                    answers["error"][i] = chunk.errors[i]
-                if answers["error"][i] is not None:
-                    failed.append((chunk.labels[i], answers["error"][i]))
-            tmp, final = parts.new()
-            fmt.write(tmp, chunk, answers, keep)
-            os.replace(tmp, final)
-            answered += len(keep)
-            bar.update(len(chunk.keys))
-    finally:
-        bar.close()
-    return answered, failed
-
-
-def _write_tables(
-    tables: Iterable[pa.Table], parts: _Parts, fmt: _Format, total: int, skipped: int, progress: bool
-) -> tuple[int, list[tuple[str, str]]]:
-    """Write the answered tables that come back from Ray, one part each."""
-    answered, failed = 0, []
-    bar = progress_bar(total, "answering on Ray", unit="row", enabled=progress, initial=min(skipped, total))
-    try:
-        for table in tables:
-            if table.num_rows == 0:
-                continue
-            errors = table.column("error").to_pylist()
-            if any(e is not None for e in errors):
-                ids = table.column("id").to_pylist() if "id" in table.schema.names else [None] * len(errors)
-                for row_id, error in zip(ids, errors):
-                    if error is not None:
-                        failed.append((str(row_id) if row_id is not None else "(no id)", error))
-            tmp, final = parts.new()
-            fmt.write_table(tmp, table)
-            os.replace(tmp, final)
-            answered += table.num_rows
-            bar.update(table.num_rows)
+        with contextlib.closing(backend._parts(job)) as answered_parts:
+            for part in answered_parts:
+                tmp, final = parts.new()
+                part.write(tmp)
+                os.replace(tmp, final)
+                answered += part.rows
+                failed += part.failed
+                bar.update(part.seen)
     finally:
         bar.close()
     return answered, failed

@@ -14,7 +14,10 @@ import numpy as np
 from ._errors import InputError
 from ._paths import check_not_overlapping, write_text_atomic
 
-__all__ = ["latency_ms", "machine_facts", "run_bench", "throughput"]
+__all__ = ["DEFAULT_QUESTIONS", "latency_ms", "machine_facts", "run_bench", "throughput"]
+
+DEFAULT_QUESTIONS = 200
+"""Questions per measurement (``onnxqa bench -n``)."""
 
 
 def machine_facts() -> dict[str, Any]:
@@ -91,7 +94,7 @@ def run_bench(
     model_dir: str,
     *,
     data: str | None = None,
-    questions: int = 200,
+    questions: int = DEFAULT_QUESTIONS,
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "all",

@@ -1,5 +1,5 @@
 """The ``onnxqa`` command: export, ask, eval, bench, batch, serve. Each command adapts its arguments to one
-typed function."""
+typed function; the defaults shown and used are those of the options' own definitions."""
 
 from __future__ import annotations
 
@@ -13,9 +13,17 @@ from typing import TYPE_CHECKING
 from ._errors import InputError, OnnxQAError
 
 if TYPE_CHECKING:
-    from .runtime import QuestionAnswerer
+    from .runtime import BatchSettings, QuestionAnswerer
 
 __all__ = ["main"]
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+DEFAULT_LOG_LEVEL = "warning"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+# ---------------------------------------------------------------------- the commands
 
 
 def _precisions(text: str) -> tuple[str, ...]:
@@ -116,32 +124,53 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse(flags: Sequence[tuple[str, bool]], why: str) -> None:
+    """An error naming the ``flags`` given (``(flag, given)``) that do not apply, and ``why``."""
+    given = [flag for flag, present in flags if present]
+    if given:
+        raise InputError(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} not apply {why}")
+
+
+def _need_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise OnnxQAError(f"--ray needs the ray extra: pip install 'onnxqa[ray]' ({exc})") from exc
+
+
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import run_batch
+    from .batch import InProcess, OnRay, run_batch
 
     options: dict[str, object] = {}
     if args.handle_impossible_answer:
         options["handle_impossible_answer"] = True
     if args.max_answer_len is not None:
         options["max_answer_len"] = args.max_answer_len
+    backend: InProcess | OnRay
     if args.ray is not None:
+        _refuse([("--threads", args.threads is not None)], "with --ray: use --threads-per-actor")
         _need_ray()
+        ray_options = {"actors": args.actors, "threads_per_actor": args.threads_per_actor}
+        backend = OnRay(
+            address=args.ray or None,
+            device=args.device,
+            precision=args.precision,
+            **{name: value for name, value in ray_options.items() if value is not None},
+        )
+    else:
+        given = [("--actors", args.actors is not None), ("--threads-per-actor", args.threads_per_actor is not None)]
+        _refuse(given, "without --ray: use --threads")
+        backend = InProcess(device=args.device, precision=args.precision, threads=args.threads)
     report = run_batch(
         args.model_dir,
         args.input,
         args.output,
-        device=args.device,
-        precision=args.precision,
-        threads=args.threads,
+        backend=backend,
         options=options,
         chunk_rows=args.chunk_rows,
         resume=args.resume,
         force=args.force,
         progress=not args.quiet,
-        ray=args.ray is not None,
-        ray_address=args.ray or None,
-        actors=args.actors,
-        threads_per_actor=args.threads_per_actor,
     )
     print(
         f"onnxqa batch: {report.answered} rows answered ({report.engine}, {report.seconds:.1f} s, "
@@ -156,55 +185,74 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _need_ray() -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError as exc:
-        raise OnnxQAError(f"--ray needs the ray extra: pip install 'onnxqa[ray]' ({exc})") from exc
+def _batching(args: argparse.Namespace) -> BatchSettings:
+    from .runtime import BatchSettings
+
+    return BatchSettings(
+        max_windows=args.max_batch_windows,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_queue_windows=args.max_queue_windows,
+        max_request_windows=args.max_request_windows,
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     if args.ray is not None:
-        _need_ray()
-        from .ray._serve import serve_until_stopped
-
-        return serve_until_stopped(
-            args.model_dir,
-            address=args.ray or None,
-            host=args.host,
-            port=args.port,
-            replicas=args.replicas,
-            num_cpus=args.num_cpus,
-            num_gpus=args.num_gpus,
-            device=args.device,
-            precision=args.precision,
-            threads=args.threads,
-            max_batch_size=args.max_batch_size,
-            batch_wait_timeout_s=(args.max_wait_ms or 0.0) / 1000,
-            max_queued_requests=args.max_queue,
-            max_body_bytes=args.max_body_bytes,
-            request_timeout=args.request_timeout,
-        )
+        return _serve_on_ray(args)
     try:
         from .serve import run_server
     except ImportError as exc:
         raise OnnxQAError(f"onnxqa serve needs the serve extra: pip install 'onnxqa[serve]' ({exc})") from exc
-    from .runtime import BatchSettings
-
-    batching = BatchSettings(max_windows=args.max_batch_windows, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
-    return run_server(
+    return run_server(  # type: ignore[no-any-return]
         args.model_dir,
         host=args.host,
         port=args.port,
         device=args.device,
         precision=args.precision,
         threads=args.threads,
-        batching=batching,
+        batching=_batching(args),
         max_body_bytes=args.max_body_bytes,
         request_timeout=args.request_timeout,
         arena=args.arena,
         log_level=args.log_level,
+        api_keys=args.api_key or [],
+        api_key_file=args.api_key_file,
+        protect_metrics=args.protect_metrics,
+        max_documents=args.max_documents,
+        workers=args.workers,
     )
+
+
+def _serve_on_ray(args: argparse.Namespace) -> int:
+    given = [("--workers", args.workers != 1), ("--log-level", args.log_level != DEFAULT_LOG_LEVEL)]
+    _refuse(given, "with --ray: use --replicas, and Ray's own logging configuration")
+    _need_ray()
+    from .ray import serve_until_stopped
+
+    return serve_until_stopped(  # type: ignore[no-any-return]
+        args.model_dir,
+        address=args.ray or None,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        batching=_batching(args),
+        arena=args.arena,
+        max_body_bytes=args.max_body_bytes,
+        request_timeout=args.request_timeout,
+        api_keys=args.api_key or [],
+        api_key_file=args.api_key_file,
+        protect_metrics=args.protect_metrics,
+        max_documents=args.max_documents,
+    )
+
+
+# ---------------------------------------------------------------------- the parser, one function per command
 
 
 def _runtime_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
@@ -213,15 +261,29 @@ def _runtime_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onnxqa", description="Fast extractive question answering with ONNX Runtime.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _per_device(cpu: object, cuda: object) -> str:
+    return f"{cpu} on CPU, {cuda} on CUDA"
 
+
+def _batch_size_flag(p: argparse.ArgumentParser) -> None:
+    from .runtime import QAOptions
+
+    sizes = [QAOptions().resolved(512, 512, device).batch_size for device in ("cpu", "cuda")]
+    p.add_argument(
+        "--batch-size", type=int, default=None, help=f"windows per inference call (default: {_per_device(*sizes)})"
+    )
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .export import ExportConfig
+
+    default = ExportConfig()
     p = sub.add_parser("export", help="export a Hugging Face QA checkpoint to an onnxqa model directory")
     p.add_argument("source", help="hub id (e.g. deepset/tinyroberta-squad2) or local checkpoint directory")
     p.add_argument("output_dir")
+    precisions = ",".join(default.precisions)
     p.add_argument(
-        "--precision", default="fp32,int8", help="comma-separated subset of fp32,int8,fp16 (default: fp32,int8)"
+        "--precision", default=precisions, help=f"comma-separated subset of fp32,int8,fp16 (default: {precisions})"
     )
     p.add_argument(
         "--force",
@@ -231,29 +293,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tokenizer",
         metavar="PATH_OR_ID",
-        default=None,
+        default=default.tokenizer,
         help="take the tokenizer files from this directory or hub id (for checkpoints saved without them)",
     )
-    p.add_argument("--atol", type=float, default=1e-4, help="max |onnx - torch| logit difference (default: 1e-4)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's choice)")
+    p.add_argument(
+        "--atol",
+        type=float,
+        default=default.atol,
+        help=f"max |onnx - torch| logit difference (default: {default.atol:g})",
+    )
+    p.add_argument("--opset", type=int, default=default.opset, help="ONNX opset (default: the exporter's choice)")
     p.add_argument(
         "--int8",
         choices=("static", "dynamic"),
-        default="static",
+        default=default.int8,
         help="int8 quantization: static (ranges calibrated at export; answers independent of batching) or "
-        "dynamic (scales per call, feed-forward outputs in fp32) (default: static)",
+        f"dynamic (scales per call, feed-forward outputs in fp32) (default: {default.int8})",
     )
     p.add_argument(
         "--calibration",
         metavar="FILE",
-        default=None,
+        default=default.calibration,
         help="SQuAD-format JSON of your domain to calibrate static int8 on (default: generated pairs, bundled)",
     )
     p.add_argument(
-        "--calibration-pairs", type=int, default=200, help="questions of the calibration set used (default: 200)"
+        "--calibration-pairs",
+        type=int,
+        default=default.calibration_pairs,
+        help=f"questions of the calibration set used (default: {default.calibration_pairs})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_export)
+
+
+def _add_ask(sub: argparse._SubParsersAction) -> None:
+    from .runtime import QAOptions
 
     p = sub.add_parser("ask", help="answer one question")
     p.add_argument("model_dir")
@@ -261,12 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("-c", "--context")
     g.add_argument("--context-file")
-    p.add_argument("--top-k", type=int, default=1)
+    top_k = QAOptions().top_k
+    p.add_argument("--top-k", type=int, default=top_k, help=f"answers to give (default: {top_k})")
     p.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty (no answer) answer")
     p.add_argument("--json", action="store_true")
     _runtime_flags(p)
     p.set_defaults(func=_cmd_ask)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="EM/F1 on a SQuAD v1.1 or v2.0 file (official metric)")
     p.add_argument(
         "paths",
@@ -278,56 +355,124 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--na-prob", metavar="NA_PROBS.json", help="with --score: no-answer probabilities (v2.0)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--predictions", metavar="OUT.json", help="write predictions in the official format")
-    p.add_argument(
-        "--batch-size", type=int, default=None, help="windows per inference call (default: 1 on CPU, 64 on CUDA)"
-    )
+    _batch_size_flag(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _runtime_flags(p)
     p.set_defaults(func=_cmd_eval)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from .bench import DEFAULT_QUESTIONS
+
     p = sub.add_parser("bench", help="latency and throughput of a model directory")
     p.add_argument("model_dir")
     p.add_argument("--data", help="SQuAD file to draw questions from (default: built-in pairs)")
-    p.add_argument("-n", "--questions", type=int, default=200, help="questions per measurement (default: 200)")
     p.add_argument(
-        "--batch-size", type=int, default=None, help="windows per inference call (default: 1 on CPU, 64 on CUDA)"
+        "-n",
+        "--questions",
+        type=int,
+        default=DEFAULT_QUESTIONS,
+        help=f"questions per measurement (default: {DEFAULT_QUESTIONS})",
     )
+    _batch_size_flag(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--output", metavar="OUT.json", help="also write the JSON result here")
     _runtime_flags(p, precision="all")
     p.set_defaults(func=_cmd_bench)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from .serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, DEFAULT_REQUEST_TIMEOUT
+
     p = sub.add_parser("serve", help="answer questions over HTTP (needs the serve extra)")
     p.add_argument("model_dir")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default: {DEFAULT_HOST}, this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
     p.add_argument(
-        "--max-body-bytes", type=int, default=2 * 1024 * 1024, help="larger request bodies get 413 (default: 2 MiB)"
-    )
-    p.add_argument(
-        "--max-batch-windows",
+        "--max-body-bytes",
         type=int,
-        default=None,
-        help="windows per coalesced inference call (default: 4 on CPU, 128 on CUDA)",
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"larger request bodies get 413 (default: {DEFAULT_MAX_BODY_BYTES / 2**20:g} MiB)",
     )
     p.add_argument(
-        "--max-wait-ms",
+        "--request-timeout",
         type=float,
-        default=None,
-        help="how long a request waits for others to join its call (default: 0 on CPU, 2 on CUDA)",
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help=f"seconds before a request gets 504 (default: {DEFAULT_REQUEST_TIMEOUT:g})",
     )
-    p.add_argument("--max-queue", type=int, default=256, help="requests waiting before new ones get 503 (default: 256)")
     p.add_argument(
-        "--request-timeout", type=float, default=30.0, help="seconds before a request gets 504 (default: 30)"
+        "--max-documents",
+        type=int,
+        default=DEFAULT_MAX_DOCUMENTS,
+        help=f"documents per /v1/answer/documents request (default: {DEFAULT_MAX_DOCUMENTS})",
     )
+    _scheduler_flags(p)
+    _access_flags(p)
     p.add_argument(
         "--no-memory-arena",
         dest="arena",
         action="store_false",
         help="turn off onnxruntime's CPU memory arena: memory follows each call's need instead of keeping its peak",
     )
-    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=LOG_LEVELS, help=f"default: {DEFAULT_LOG_LEVEL}")
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="processes sharing the port, each with its own model"
+    )
+    _runtime_flags(p)
+    _serve_ray_flags(p)
+    p.set_defaults(func=_cmd_serve)
+
+
+def _scheduler_flags(p: argparse.ArgumentParser) -> None:
+    from .runtime import BatchSettings
+
+    default = BatchSettings()
+    cpu, cuda = default.resolved("cpu"), default.resolved("cuda")
+    g = p.add_argument_group("scheduling (with --ray: in each replica)")
+    g.add_argument(
+        "--max-batch-windows",
+        type=int,
+        default=None,
+        help=f"windows per coalesced inference call (default: {_per_device(cpu.max_windows, cuda.max_windows)})",
+    )
+    g.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=None,
+        help="how long a call that is not full waits for more windows "
+        f"(default: {_per_device(f'{cpu.max_wait_ms:g}', f'{cuda.max_wait_ms:g}')})",
+    )
+    g.add_argument(
+        "--max-queue",
+        type=int,
+        default=default.max_queue,
+        help=f"requests waiting before new ones get 503 (default: {default.max_queue})",
+    )
+    g.add_argument(
+        "--max-queue-windows",
+        type=int,
+        default=default.max_queue_windows,
+        help=f"windows waiting before new requests get 503 (default: {default.max_queue_windows})",
+    )
+    g.add_argument(
+        "--max-request-windows",
+        type=int,
+        default=default.max_request_windows,
+        help="requests with more windows get 413 (default: no cap)",
+    )
+
+
+def _access_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("API keys (also from the environment variable ONNXQA_API_KEY)")
+    g.add_argument(
+        "--api-key", action="append", metavar="KEY", help="a key the /v1/ routes accept (repeat for several)"
+    )
+    g.add_argument("--api-key-file", metavar="FILE", help="a file of keys, one per line")
+    g.add_argument("--protect-metrics", action="store_true", help="/metrics needs a key too")
+
+
+def _serve_ray_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("Ray Serve (needs the ray extra)")
     r.add_argument(
         "--ray",
@@ -335,16 +480,17 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="ADDRESS",
-        help="serve on Ray Serve: on the cluster at ADDRESS, or on a local Ray when none is given",
+        help="serve on Ray Serve: on the cluster at ADDRESS, or on a local Ray when none is given "
+        "(refuses --workers and --log-level)",
     )
     r.add_argument("--replicas", type=int, default=1, help="with --ray: replicas of the model (default: 1)")
     r.add_argument("--num-cpus", type=float, default=1, help="with --ray: CPUs per replica (default: 1)")
     r.add_argument("--num-gpus", type=float, default=0, help="with --ray: GPUs per replica (default: 0)")
-    r.add_argument(
-        "--max-batch-size", type=int, default=16, help="with --ray: requests coalesced into one call (default: 16)"
-    )
-    _runtime_flags(p)
-    p.set_defaults(func=_cmd_serve)
+
+
+def _add_batch(sub: argparse._SubParsersAction) -> None:
+    from .batch import DEFAULT_CHUNK_ROWS, OnRay
+    from .runtime import QAOptions
 
     p = sub.add_parser(
         "batch",
@@ -358,14 +504,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="answer only the rows OUTPUT (or OUTPUT.partial/) lacks")
     p.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty (no answer) answer")
-    p.add_argument("--max-answer-len", type=int, default=None, help="longest answer, in tokens (default: 15)")
+    p.add_argument(
+        "--max-answer-len",
+        type=int,
+        default=None,
+        help=f"longest answer, in tokens (default: {QAOptions().max_answer_len})",
+    )
     p.add_argument(
         "--chunk-rows",
         type=int,
-        default=256,
-        help="rows read, answered and written at a time (with --ray: rows per batch) (default: 256)",
+        default=DEFAULT_CHUNK_ROWS,
+        help=f"rows read, answered and written at a time (with --ray: rows per batch) (default: {DEFAULT_CHUNK_ROWS})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _runtime_flags(p)
+    ray = OnRay()
     r = p.add_argument_group("Ray Data (needs the ray extra)")
     r.add_argument(
         "--ray",
@@ -373,14 +526,23 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="ADDRESS",
-        help="answer on the Ray cluster at ADDRESS, or on a local Ray when none is given",
+        help="answer on the Ray cluster at ADDRESS, or on a local Ray when none is given (refuses --threads)",
     )
-    r.add_argument("--actors", type=int, default=2, help="with --ray: model actors (default: 2)")
+    r.add_argument("--actors", type=int, default=None, help=f"with --ray: model actors (default: {ray.actors})")
     r.add_argument(
-        "--threads-per-actor", type=int, default=1, help="with --ray: onnxruntime threads (CPUs) per actor (default: 1)"
+        "--threads-per-actor",
+        type=int,
+        default=None,
+        help=f"with --ray: onnxruntime threads (CPUs) per actor (default: {ray.threads_per_actor})",
     )
-    _runtime_flags(p)
     p.set_defaults(func=_cmd_batch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onnxqa", description="Fast extractive question answering with ONNX Runtime.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_export, _add_ask, _add_eval, _add_bench, _add_serve, _add_batch):
+        add(sub)
     return parser
 
 

@@ -29,7 +29,7 @@ from .._errors import ExportError, ValidationError
 from .._manifest import FORMAT_VERSION, MANIFEST, PRECISIONS, sha256_file
 from .._paths import check_not_overlapping, is_model_dir
 from .._progress import Steps
-from ..runtime._windows import Windower
+from ..runtime import Windower
 from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
 from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
@@ -218,7 +218,7 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
     if "fp16" in config.precisions:
         with steps.step("optimizing for GPU and converting to fp16 (float32 inputs/outputs)"):
             _to_fp16(raw_model, work, manifest, opset)
-            from ..runtime._session import cuda_available
+            from ..runtime import cuda_available
 
             if cuda_available():
                 check("fp16", FP16_FILE, "cuda")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
-from ..batch import ANSWER_COLUMNS, _arrow_answer_fields, answer_columns, row_options
+from .._rows import ANSWER_COLUMNS, answer_columns, arrow_answer_fields, row_options
 from ..runtime import QuestionAnswerer, load
 
 __all__ = ["QAPredictor", "answer_on_ray"]
@@ -32,13 +32,13 @@ def _assigned_cpus() -> int | None:
 
 class QAPredictor:
     """A callable class for ``Dataset.map_batches``: the model is loaded once per actor, and each
-    batch gets :data:`~onnxqa.batch.ANSWER_COLUMNS` added.
+    batch gets :data:`onnxqa.batch.ANSWER_COLUMNS` added.
 
     >>> ds.map_batches(QAPredictor, fn_constructor_kwargs={"model_dir": "/models/qa", "precision": "int8"},
     ...                compute=ray.data.ActorPoolStrategy(size=4), batch_size=256)  # doctest: +SKIP
 
     A batch needs ``question`` and ``context`` columns; columns named like the options of
-    :data:`~onnxqa.batch.ROW_OPTIONS` set that row's options. Every row gets the best answer
+    :data:`onnxqa.batch.ROW_OPTIONS` set that row's options. Every row gets the best answer
     ``qa.batch`` gives it, or its ``error``. Batches may be numpy dicts (Ray Data's default;
     the new columns are object arrays, None for null), pandas DataFrames or pyarrow Tables, and
     come back in the same form.
@@ -94,7 +94,7 @@ class QAPredictor:
         import pyarrow as pa
 
         table = batch.drop_columns([name for name in ANSWER_COLUMNS if name in batch.schema.names])
-        for f in _arrow_answer_fields():
+        for f in arrow_answer_fields():
             table = table.append_column(f, pa.array(answers[f.name], type=f.type))
         return table
 

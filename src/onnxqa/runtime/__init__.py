@@ -5,7 +5,9 @@ from ._answerer import QuestionAnswerer, load
 from ._documents import Document, DocumentAnswer, ReaderOptions
 from ._pipeline import STAGES
 from ._scheduler import BatchSettings
+from ._session import cuda_available
 from ._variants import suited_precisions
+from ._windows import Windower
 
 __all__ = [
     "Answer",
@@ -16,6 +18,8 @@ __all__ = [
     "QuestionAnswerer",
     "ReaderOptions",
     "STAGES",
+    "Windower",
+    "cuda_available",
     "load",
     "suited_precisions",
 ]

@@ -298,6 +298,29 @@ class QuestionAnswerer:
         :data:`onnxqa.runtime.STAGES`). For profiling; called on the thread that ran the stage."""
         self._stage_listeners.append(listener)
 
+    def remove_stage_listener(self, listener: StageHook) -> None:
+        """Stop calling a listener added with :meth:`add_stage_listener`."""
+        self._stage_listeners.remove(listener)
+
+    # ------------------------------------------------------------------ introspection, for benchmarks
+
+    @property
+    def engine(self) -> Engine:
+        """The inference engine (read-only use): ``session`` (the onnxruntime session),
+        ``input_names``, ``device``, ``shapes`` and ``shape_sessions`` (fixed-buffer shapes on
+        CUDA), ``time_call(rows, width)``."""
+        return self._engine
+
+    def window_lengths(self, pairs: Iterable[tuple[str, str]], **options: Any) -> list[int]:
+        """The token count of each window the pairs are cut into with these options, pair by pair
+        in order: what the model reads before padding. Runs only the tokenizer.
+
+        Raises:
+            InputError: a question, context or option is unusable.
+        """
+        job = self._prepare_pairs(pairs, self._options(options))
+        return [int(w.input_ids.shape[0]) for w in job.windows]
+
     def warm_up(self) -> None:
         """Answer one question through the synchronous and the async path, starting their threads."""
         self(*_WARMUP)

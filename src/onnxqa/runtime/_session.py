@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -329,6 +330,35 @@ class Engine:
             options = ort.RunOptions()
             options.add_run_config_entry("gpu_graph_id", str(graph_id))  # 0 is onnxruntime's own
         return _Slot(session, binding, inputs, outputs, options)
+
+    def time_call(self, rows: int, width: int, runs: int = 50) -> dict[str, float] | None:
+        """Milliseconds per call of one ``rows`` x ``width`` call through this engine's own buffers
+        (made on first use): ``h2d`` (inputs copied in), ``run`` (kernels, or a graph replay) and
+        ``d2h`` (logits copied out), with ``rows`` and ``width``. None without fixed buffers
+        (``fixed_buffers`` / ``cuda_graph``). For benchmarks; holds the engine for ``runs`` calls."""
+        if self._slots is None:
+            return None
+        ids = np.full((rows, width), 1000, dtype=np.int64)
+        feed = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": np.ones_like(ids)}
+        for _ in range(4):  # the first makes the slot; a graph is captured on the first runs
+            self.run(ids, feed["token_type_ids"], feed["attention_mask"])
+        spent = {"h2d": 0.0, "run": 0.0, "d2h": 0.0}
+        with self._slots_lock:
+            slot = self._slots[(rows, width)]
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                for name in self.input_names:
+                    slot.inputs[name].update_inplace(feed[name])
+                t1 = time.perf_counter()
+                slot.session.run_with_iobinding(slot.binding, slot.run_options)
+                t2 = time.perf_counter()
+                slot.outputs[0].numpy()
+                slot.outputs[1].numpy()
+                t3 = time.perf_counter()
+                spent["h2d"] += t1 - t0
+                spent["run"] += t2 - t1
+                spent["d2h"] += t3 - t2
+        return {k: 1000 * v / runs for k, v in spent.items()} | {"rows": rows, "width": width}
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:

@@ -1,0 +1,165 @@
+"""What the benchmark scripts share: paths, the seed list, SQuAD questions, logging, machine names,
+FLOP counts, the matmul limit, stage timing and the generated sections of markdown files.
+
+The scripts run as ``python benchmarks/NAME.py``, so Python puts this folder first on ``sys.path``
+and ``import common`` finds this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+RESULTS = ROOT / "benchmarks" / "results"
+SQUAD_DEV = SHARED / "data" / "squad" / "dev-v2.0.json"
+HELDOUT = SHARED / "data" / "squad" / "dev-v2.0.reference-heldout.json"
+SEEDS = (
+    "tinybert-6l-768d-squad2",
+    "tinyroberta-squad2",
+    "distilbert-base-cased-distilled-squad",
+    "minilm-uncased-squad2",
+    "bert-tiny-finetuned-squadv2",
+)
+REFERENCE = SHARED / "models" / "minilm-l6-squad-ref"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- questions
+
+
+def squad(path: Path = SQUAD_DEV, n: int | None = None) -> tuple[dict[str, Any], list[Any]]:
+    """A SQuAD file and its first ``n`` questions (all with None), in file order."""
+    from onnxqa.squad import load_squad
+
+    dataset, questions = load_squad(path)
+    return dataset, questions[:n] if n else questions
+
+
+def squad_pairs(n: int | None = None, path: Path = SQUAD_DEV) -> list[tuple[str, str]]:
+    """The first ``n`` (question, context) pairs of a SQuAD file (default: SQuAD 2.0 dev)."""
+    return [(q.question, q.context) for q in squad(path, n)[1]]
+
+
+# ---------------------------------------------------------------- the machine
+
+
+def machine_name(facts: dict[str, Any], words: int | None = None) -> str:
+    """A file-name slug of the CPU (its first ``words`` words, without parenthesised text, or all of
+    its name) and its logical cores, from :func:`onnxqa.bench.machine_facts`."""
+    if words is None:
+        slug = re.sub(r"[^a-z0-9]+", "-", facts["cpu"].lower()).strip("-")
+    else:
+        kept = re.sub(r"\(.*?\)", "", facts["cpu"]).lower().split()[:words]
+        slug = "-".join(re.sub(r"[^a-z0-9]+", "", w) for w in kept)
+    return f"{slug}-{facts['logical_cores']}c"
+
+
+def cuda_available() -> bool:
+    """Whether this onnxruntime offers the CUDA execution provider."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def matmul_peak(precision: str, seconds: float = 3.0) -> float:
+    """GFLOP/s (GOP/s for int8) of one large MatMul / MatMulInteger in onnxruntime, all threads."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    m, k, n = 1024, 768, 3072  # the shape of a BERT feed-forward layer over 1,024 tokens
+    if precision == "fp32":
+        a_t, b_t, out_t, op = TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT, "MatMul"
+        a = np.random.rand(m, k).astype(np.float32)
+        b = np.random.rand(k, n).astype(np.float32)
+    else:
+        a_t, b_t, out_t, op = TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32, "MatMulInteger"
+        a = np.random.randint(0, 255, (m, k)).astype(np.uint8)
+        b = np.random.randint(-127, 127, (k, n)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node(op, ["a", "b"], ["y"])],
+        "peak",
+        [helper.make_tensor_value_info("a", a_t, [m, k])],
+        [helper.make_tensor_value_info("y", out_t, [m, n])],
+        initializer=[helper.make_tensor("b", b_t, [k, n], b.tobytes(), raw=True)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10  # onnx writes a newer IR than onnxruntime reads
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess.run(None, {"a": a})
+    best = 0.0
+    for _ in range(5):  # the best of five spells: a limit, so the spell least disturbed by the machine
+        runs, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 5:
+            sess.run(None, {"a": a})
+            runs += 1
+        best = max(best, 2 * m * k * n * runs / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+# ---------------------------------------------------------------- the model's work
+
+
+def window_flops(arch: dict[str, int], n: int) -> float:
+    """Multiply-adds x 2 of one encoder pass over ``n`` tokens (projections, FFN, attention)."""
+    h, i, layers = arch["hidden"], arch["intermediate"], arch["layers"]
+    return layers * (2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h)
+
+
+def architecture(checkpoint: Path) -> dict[str, int]:
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    if cfg["model_type"] == "distilbert":
+        return {"layers": cfg["n_layers"], "hidden": cfg["dim"], "intermediate": cfg["hidden_dim"]}
+    return {"layers": cfg["num_hidden_layers"], "hidden": cfg["hidden_size"], "intermediate": cfg["intermediate_size"]}
+
+
+@contextlib.contextmanager
+def stage_seconds(qa: Any) -> Iterator[dict[str, float]]:
+    """Wall seconds of each stage (:data:`onnxqa.runtime.STAGES`) of the calls ``qa`` makes inside
+    the block, summed, through the runtime's stage listener."""
+    from onnxqa.runtime import STAGES
+
+    spent = dict.fromkeys(STAGES, 0.0)
+    listening = [True]
+
+    def listen(stage: str, seconds: float, windows: int) -> None:
+        if listening:
+            spent[stage] += seconds
+
+    qa.add_stage_listener(listen)
+    try:
+        yield spent
+    finally:
+        listening.clear()  # a listener stays added: this one stops counting
+
+
+# ---------------------------------------------------------------- reports
+
+
+def markers(script: str) -> tuple[str, str]:
+    """The comments around the part of a markdown file that ``script`` writes."""
+    return f"<!-- {script}:start -->", f"<!-- {script}:end -->"
+
+
+def write_section(path: Path, section: str, start: str, end: str) -> None:
+    """Replace the generated part of ``path`` (between ``start`` and ``end``), keeping what was
+    written around it by hand, or append it."""
+    text = path.read_text() if path.exists() else ""
+    body = f"{start}\n{section}{end}\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + body + text[text.index(end) + len(end) + 1 :]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + body
+    path.write_text(text)
