@@ -1,5 +1,6 @@
 """What the benchmark scripts share: paths, the seed list, SQuAD questions, logging, machine names,
-FLOP counts, the matmul limit, stage timing and the generated sections of markdown files.
+FLOP counts, the matmul limit, stage timing, the generated sections of markdown files, and a
+server under load (`onnxqa serve` started here, a light keep-alive HTTP client).
 
 The scripts run as ``python benchmarks/NAME.py``, so Python puts this folder first on ``sys.path``
 and ``import common`` finds this module.
@@ -7,9 +8,13 @@ and ``import common`` finds this module.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
 import re
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -163,3 +168,65 @@ def write_section(path: Path, section: str, start: str, end: str) -> None:
     else:
         text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + body
     path.write_text(text)
+
+
+# ---------------------------------------------------------------- a server under load
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(model_dir: Path, precision: str, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "onnxqa.cli", "serve", str(model_dir), "--port", str(port)]
+    cmd += ["--device", "cpu", "--precision", precision, *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; enough for this server's Content-Length responses."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host.encode()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, host)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host.decode()}\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"Content-Type: application/json\r\n\r\n" + body)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes], seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            conn = await Connection.open("127.0.0.1", port)
+            status, _ = await conn.request("GET", "/ready")
+            conn.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not become ready in time")

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,26 +37,15 @@ import httpx
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+from common import RESULTS, SHARED, SQUAD_DEV, free_port, log, start_server
 
 
 def squad() -> tuple[list[tuple[str, str]], str]:
     """SQuAD 2.0 dev (question, context) pairs, and all of its paragraphs joined (the large text)."""
-    data = json.loads((SHARED / "data" / "squad" / "dev-v2.0.json").read_text(encoding="utf-8"))
+    data = json.loads(SQUAD_DEV.read_text(encoding="utf-8"))
     paragraphs = [p for a in data["data"] for p in a["paragraphs"]]
     pairs = [(q["question"], p["context"]) for p in paragraphs for q in p["qas"]]
     return pairs, "\n\n".join(p["context"] for p in paragraphs)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def as_dicts(answers: list[Any]) -> list[dict[str, Any]]:
@@ -72,10 +58,7 @@ class Server:
     def __init__(self, model_dir: Path, precision: str, extra: list[str]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-        cmd = [sys.executable, "-m", "onnxqa.cli", "serve", str(model_dir), "--port", str(self.port)]
-        cmd += ["--device", "cpu", "--precision", precision, *extra]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = start_server(model_dir, precision, self.port, extra)
         self.ps = psutil.Process(self.proc.pid)
         deadline = time.monotonic() + 120
         while True:
@@ -261,7 +244,7 @@ def main() -> None:
     ap.add_argument("--disconnect-chars", type=int, default=1_200_000, help="context of the request abandoned")
     ap.add_argument("--oversize-mb", type=float, default=5.0, help="body sent whole to get a 413")
     ap.add_argument("--server-args", default="", help="more `onnxqa serve` flags, space-separated")
-    ap.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "serve-large.json")
+    ap.add_argument("--output", type=Path, default=RESULTS / "serve-large.json")
     args = ap.parse_args()
 
     pairs, text = squad()

@@ -82,7 +82,7 @@ class _Store:
                 precisions=("fp32", "int8"),
                 check_pairs=pairs,
                 int8=int8,
-                calibration_pairs=200 if pairs == 200 else 50,
+                calibration_pairs=200 if pairs == 200 else 16,
                 progress=False,
             )
             export(str(self.checkpoint(name)), out, config)

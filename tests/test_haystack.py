@@ -83,7 +83,8 @@ def _differences(reference, ours, atol=1e-4) -> str | None:
 
 class _Http:
     """``POST /v1/answer/documents`` of an app serving ``model_dir`` (in process), with Haystack's
-    run arguments: ``None`` and ``0`` mean the default there, so they are left out of the request."""
+    run arguments: a ``None`` or ``0`` number means the default there, so it is left out of the
+    request (``no_answer=False`` is taken at its word, as Haystack does)."""
 
     def __init__(self, model_dir, calibration_factor: float = 0.1) -> None:
         from fastapi.testclient import TestClient
@@ -98,7 +99,7 @@ class _Http:
             "question": query,
             "documents": [{"content": d.content, "id": d.id, "meta": d.meta} for d in documents],
             "calibration_factor": self.calibration_factor,
-            **{k: v for k, v in options.items() if v},
+            **{k: v for k, v in options.items() if v or isinstance(v, bool)},
         }
         r = self.client.post("/v1/answer/documents", json=body)
         assert r.status_code == 200, r.text

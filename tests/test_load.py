@@ -26,13 +26,14 @@ def mixed(squad_v2):
 
 
 def test_eight_threads_give_the_sequential_answers(tiny, mixed):
+    pairs = mixed[:600]  # multi-window and short ones among them
     qa = onnxqa.load(tiny, device="cpu", precision="int8")
-    expected = [qa(q, c, top_k=2) for q, c in mixed]
+    expected = [qa(q, c, top_k=2) for q, c in pairs]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        got = list(pool.map(lambda pair: qa(pair[0], pair[1], top_k=2), mixed))
+        got = list(pool.map(lambda pair: qa(pair[0], pair[1], top_k=2), pairs))
     assert got == expected
     # and threads sending batches
-    chunks = [mixed[i : i + 50] for i in range(0, len(mixed), 50)]
+    chunks = [pairs[i : i + 50] for i in range(0, len(pairs), 50)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         batched = [a for part in pool.map(lambda ch: qa.batch(ch, top_k=2), chunks) for a in part]
     assert batched == expected

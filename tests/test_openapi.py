@@ -22,7 +22,7 @@ def test_schemathesis_finds_no_failures(fake_model, keys):
     with running_server(fake_model, env=env) as base:
         cmd = [schemathesis, "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run"]
         cmd += [f"{base}/openapi.json", "--checks", "all", "--max-examples", "12", "--seed", "20261202"]
-        cmd += ["--max-time", "10" if keys else "20", "--request-timeout", "10", "--no-color"]
+        cmd += ["--max-time", "8" if keys else "15", "--request-timeout", "10", "--no-color"]
         if keys:
             cmd += ["--header", f"Authorization: Bearer {key}"]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)

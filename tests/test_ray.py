@@ -121,7 +121,8 @@ def _free_port() -> int:
 def served(local_ray, tiny):
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = deployment(tiny, device="cpu", precision="fp32", num_cpus=1, max_batch_size=8, batch_wait_timeout_s=0.005)
+    batching = onnxqa.BatchSettings(max_windows=8, max_wait_ms=5)
+    app = deployment(tiny, device="cpu", precision="fp32", num_cpus=1, batching=batching, api_keys=[KEY])
     serve.run(app, name="onnxqa", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -140,19 +141,25 @@ def _dicts(answers):
     return [{"text": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers]
 
 
+KEY = "ray-test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
 def test_serve_answers_equal_the_embedded_api(served, qa, pairs):
     ready = httpx.get(f"{served}/ready", timeout=10)
     assert ready.status_code == 200 and ready.json()["precision"] == "fp32"
     options = {"top_k": 2, "handle_impossible_answer": True}
     for (question, context), embedded in zip(pairs[:5], qa.batch(pairs[:5], **options)):
-        r = httpx.post(f"{served}/v1/answer", json={"question": question, "context": context, **options}, timeout=30)
+        r = httpx.post(
+            f"{served}/v1/answer", json={"question": question, "context": context, **options}, headers=AUTH, timeout=30
+        )
         assert r.status_code == 200, r.text
         assert r.json()["answers"] == _dicts(embedded)
     body = {"pairs": [{"question": q, "context": c} for q, c in pairs[:10]], "max_answer_len": 4}
-    r = httpx.post(f"{served}/v1/answer/batch", json=body, timeout=30)
+    r = httpx.post(f"{served}/v1/answer/batch", json=body, headers=AUTH, timeout=30)
     assert r.status_code == 200 and r.json()["results"] == [_dicts(a) for a in qa.batch(pairs[:10], max_answer_len=4)]
     for bad, needle in (({"question": " ", "context": "x"}, "question is empty"), ({"question": "Who?"}, "context")):
-        r = httpx.post(f"{served}/v1/answer", json=bad, timeout=30)
+        r = httpx.post(f"{served}/v1/answer", json=bad, headers=AUTH, timeout=30)
         assert r.status_code == 422 and needle in r.json()["message"]
 
 
@@ -160,7 +167,7 @@ def test_serve_coalesces_concurrent_requests_without_changing_answers(served, qa
     """Concurrent requests with different options, one of them invalid: each gets its own answers."""
 
     async def ask_all():
-        async with httpx.AsyncClient(base_url=served, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=served, timeout=60, headers=AUTH) as client:
             bodies = [
                 {"question": q, "context": c, **({"top_k": 3} if i % 3 == 0 else {})}
                 for i, (q, c) in enumerate(pairs[:24])
@@ -175,6 +182,55 @@ def test_serve_coalesces_concurrent_requests_without_changing_answers(served, qa
             continue
         assert r.status_code == 200, r.text
         assert r.json()["answers"] == _dicts(qa(question, context, top_k=3 if i % 3 == 0 else 1))
+
+
+def test_serve_keys_and_documents(served, qa, pairs):
+    body = {"question": "Who designed it?", "context": pairs[0][1]}
+    r = httpx.post(f"{served}/v1/answer", json=body, timeout=30)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(f"{served}/health", timeout=10).status_code == 200
+    docs = [c for _, c in pairs[:40:8]]
+    r = httpx.post(
+        f"{served}/v1/answer/documents", json={"question": pairs[0][0], "documents": docs}, headers=AUTH, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    expected = qa.answer_documents(pairs[0][0], docs)
+    assert [(a["text"], a["start"], a["end"], a["document"]) for a in r.json()["answers"]] == [
+        (a.text, a.start, a.end, a.document) for a in expected
+    ]
+    assert [a["score"] for a in r.json()["answers"]] == pytest.approx([a.score for a in expected], abs=1e-6)
+
+
+def test_a_large_request_does_not_stall_its_replica_and_stops_at_its_timeout(served, qa, pairs):
+    """While one request's ~1 MB context runs in the replica, short requests are answered at once;
+    at its timeout it gets 504 and its remaining windows are dropped."""
+    large = (" ".join(c for _, c in pairs) * 4)[:1_000_000]
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=served, timeout=60, headers=AUTH) as client:
+            body = {"question": "Who?", "context": large, "timeout": 3.0}
+            big = asyncio.ensure_future(client.post("/v1/answer", json=body))
+            await asyncio.sleep(1.5)  # tokenized by now, its windows running
+            small = []
+            for question, context in pairs[:10]:
+                t = time.perf_counter()
+                r = await client.post("/v1/answer", json={"question": question, "context": context})
+                small.append((r.status_code, time.perf_counter() - t, r.json().get("answers")))
+            return await big, small
+
+    big, small = asyncio.run(scenario())
+    assert big.status_code == 504, big.text[:200]
+    assert all(status == 200 for status, _, _ in small)
+    assert [answers for _, _, answers in small] == [_dicts(a) for a in qa.batch(pairs[:10])]
+    assert max(seconds for _, seconds, _ in small) < 1.0, [round(s, 3) for _, s, _ in small]
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{served}/metrics", timeout=10).text
+        waiting = next(x for x in metrics.splitlines() if x.startswith("onnxqa_queue_windows "))
+        if float(waiting.split()[-1]) == 0:
+            break
+        time.sleep(0.1)
+    assert float(waiting.split()[-1]) == 0, waiting
 
 
 @pytest.mark.slow

@@ -349,7 +349,12 @@ def test_submit_future_cancel_stops_the_request(fake_model, pairs):
         assert qa.submit([("Who?", CONTEXT)]).result(10) == qa.batch_with_null([("Who?", CONTEXT)])
 
 
+def _schedulers() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "onnxqa-scheduler" and t.is_alive())
+
+
 def test_close_is_final_and_the_context_manager_closes(fake_model):
+    before = _schedulers()
     with onnxqa.load(fake_model) as qa:
         assert asyncio.run(qa.answer_async("Who?", CONTEXT)) == qa("Who?", CONTEXT)
     with pytest.raises(onnxqa.OverloadedError, match="closed"):
@@ -357,7 +362,7 @@ def test_close_is_final_and_the_context_manager_closes(fake_model):
     with pytest.raises(onnxqa.OverloadedError, match="closed"):
         qa.submit([("Who?", CONTEXT)])
     assert qa("Who?", CONTEXT)  # the synchronous API keeps working
-    assert not [t for t in threading.enumerate() if t.name.startswith("onnxqa-scheduler") and t.is_alive()]
+    assert _schedulers() == before  # its scheduler's thread has stopped
 
 
 def test_async_errors(fake_model):
@@ -389,14 +394,18 @@ def _spans(results):
     return [[(a.text, a.start, a.end) for a in answers] for answers, _ in results]
 
 
+def _flat(per_request):
+    return [result for results in per_request for result in results]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_exported_model_chunked_answers_equal_answers_alone(tiny, pairs, precision):
     """fp32 and static int8 (batch-invariant): windows shared with other requests give the same answers."""
     with onnxqa.load(tiny, device="cpu", precision=precision, batching=onnxqa.BatchSettings(max_windows=4)) as qa:
         assert qa.batch_invariant
         for options in ({}, {"top_k": 3, "handle_impossible_answer": True}):
-            together = asyncio.run(_together(qa, pairs, **options))
-            alone = [qa.batch_with_null([pair], **options) for pair in pairs]
+            together = _flat(asyncio.run(_together(qa, pairs, **options)))
+            alone = _flat([qa.batch_with_null([pair], **options) for pair in pairs])
             assert _spans(together) == _spans(alone)
             for (a, null_a), (b, null_b) in zip(together, alone):
                 assert [x.score for x in a] == pytest.approx([y.score for y in b], rel=1e-5, abs=1e-9)

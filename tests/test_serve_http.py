@@ -93,6 +93,8 @@ def test_windows_waiting_past_the_bound_get_503_at_once(fake_model):
     settings = onnxqa.BatchSettings(max_queue_windows=4, max_windows=1)
     qa = onnxqa.load(fake_model, batching=settings)
     app = create_app(qa)
+    app.state.onnxqa.start_warm_up()  # before the engine is held
+    assert app.state.onnxqa.ready.wait(30)
     engine = qa._engine
 
     class Held:

@@ -155,6 +155,9 @@ def _validation_message(exc: RequestValidationError) -> str:
             parts.append(f"the body is not valid JSON ({e.get('ctx', {}).get('error', 'decode error')})")
             continue
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        if e.get("type") in ("string_too_short", "string_pattern_mismatch") and where:
+            parts.append(f"{where} is empty or whitespace only; pass some text")
+            continue
         parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
     return "; ".join(parts) or "invalid request"
 
