@@ -120,12 +120,15 @@ def calls(monkeypatch):
 KEY_A, KEY_B = "a" * 16, "b" * 16
 SERVE_FLAGS = [
     "--host", "0.0.0.0", "--port", "9000", "--max-body-bytes", "1000", "--request-timeout", "5",
-    "--max-batch-windows", "8", "--max-wait-ms", "1.5", "--max-queue", "10", "--max-queue-windows", "100",
+    "--max-batch-windows", "8", "--max-call-ms", "20", "--max-wait-ms", "1.5", "--max-queue", "10",
+    "--max-queue-windows", "100",
     "--max-request-windows", "50", "--max-documents", "7", "--api-key", KEY_A, "--api-key", KEY_B,
     "--api-key-file", "keys.txt", "--protect-metrics", "--no-memory-arena",
     "--device", "cpu", "--precision", "fp32", "--threads", "2",
 ]  # fmt: skip
-BATCHING = BatchSettings(max_windows=8, max_wait_ms=1.5, max_queue=10, max_queue_windows=100, max_request_windows=50)
+BATCHING = BatchSettings(
+    max_windows=8, max_call_ms=20.0, max_wait_ms=1.5, max_queue=10, max_queue_windows=100, max_request_windows=50
+)
 COMMON = {
     "host": "0.0.0.0",
     "port": 9000,

@@ -110,6 +110,27 @@ def test_a_stream_of_small_requests_does_not_starve_a_large_one():
     assert finished < 30, f"the large request finished in call {finished} of {len(run.calls)}"
 
 
+def test_calls_shrink_to_the_time_budget_once_the_model_speed_is_known():
+    class Timed(Recorder):
+        def __call__(self, call):
+            windows = super().__call__(call)
+            width = max(u.width for _, units in call for u in units)
+            time.sleep(windows * width * 0.0005)  # 0.5 ms per padded token
+            return windows
+
+    run = Timed()
+    s = scheduler(run, max_call_s=0.012)  # windows of 8-11 tokens: 2 fit in 12 ms, 4 do not
+    first = s.submit(FakeJob("first", 4))
+    first.result(10)
+    late = [s.submit(FakeJob(name, 3)) for name in "abc"]
+    for f in late:
+        f.result(10)
+    s.close()
+    sizes = [sum(len(items) for _, items in call) for call in run.calls]
+    assert sizes[0] == 4  # nothing measured yet: a full call
+    assert max(sizes[1:]) <= 2 and min(sizes[1:]) >= 1, sizes
+
+
 def test_cancelling_a_request_drops_its_remaining_windows_before_the_next_call():
     run = Recorder(seconds=0.01)
     s = scheduler(run)
@@ -221,6 +242,7 @@ def test_close_finishes_admitted_requests_then_refuses():
 
 def test_batch_settings_are_checked():
     for bad in (
+        {"max_call_ms": -1},
         {"max_windows": 0},
         {"max_queue": 0},
         {"max_wait_ms": -1},
@@ -231,6 +253,9 @@ def test_batch_settings_are_checked():
         with pytest.raises(onnxqa.InputError):
             onnxqa.BatchSettings(**bad)
     assert onnxqa.BatchSettings().resolved("cpu").max_windows >= 1
+    assert onnxqa.BatchSettings().resolved("cpu").max_call_ms == 50
+    assert onnxqa.BatchSettings(max_call_ms=0).resolved("cpu").max_call_ms is None
+    assert onnxqa.BatchSettings().resolved("cuda").max_call_ms is None
 
 
 # ---------------------------------------------------------------- the async API on a fake model

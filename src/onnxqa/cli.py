@@ -190,6 +190,7 @@ def _batching(args: argparse.Namespace) -> BatchSettings:
 
     return BatchSettings(
         max_windows=args.max_batch_windows,
+        max_call_ms=args.max_call_ms,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
         max_queue_windows=args.max_queue_windows,
@@ -435,6 +436,13 @@ def _scheduler_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help=f"windows per coalesced inference call (default: {_per_device(cpu.max_windows, cuda.max_windows)})",
+    )
+    g.add_argument(
+        "--max-call-ms",
+        type=float,
+        default=None,
+        help="fewer windows per call when more would take longer than this at the model's measured speed; 0: "
+        f"no limit (default: {_per_device(f'{cpu.max_call_ms:g}', 'no limit')})",
     )
     g.add_argument(
         "--max-wait-ms",

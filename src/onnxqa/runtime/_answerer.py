@@ -351,6 +351,7 @@ class QuestionAnswerer:
             lambda job: finish(job, self._hook()),
             max_windows=settings.max_windows,  # type: ignore[arg-type]
             max_wait_s=settings.max_wait_ms / 1000,  # type: ignore[operator]
+            max_call_s=settings.max_call_ms / 1000 if settings.max_call_ms else None,
             max_queue=settings.max_queue,
             max_queue_windows=settings.max_queue_windows,
             max_request_windows=settings.max_request_windows,

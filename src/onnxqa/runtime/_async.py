@@ -2,9 +2,11 @@
 
 Tokenization never runs on the event loop: requests are prepared on small thread pools (the
 tokenizers library releases the GIL while it encodes). Requests with much text (over
-``LARGE_CHARS`` characters) are prepared on a pool of one thread of their own, so a megabyte
-context being tokenized never holds up a short request's tokenization, and large requests use at
-most one core for it. The prepared job then waits in the :class:`~onnxqa.runtime._scheduler.Scheduler`.
+``LARGE_CHARS`` characters) are prepared on a pool of one thread of their own, at a lower CPU
+priority (``nice`` + ``LARGE_NICENESS``, where the OS sets it per thread), so a megabyte context
+being tokenized never holds up a short request's tokenization, uses at most one core, and takes
+little of the cores from the model while short requests are running. The prepared job then waits
+in the :class:`~onnxqa.runtime._scheduler.Scheduler`.
 
 A request that times out, or whose task is cancelled (a client that went away), gives up all of its
 remaining work: it is not tokenized if it had not started, and its remaining windows never run.
@@ -25,6 +27,15 @@ from ._scheduler import Scheduler
 __all__ = ["LARGE_CHARS", "AsyncFront"]
 
 LARGE_CHARS = 32_768  # requests with more text than this (dozens of windows) tokenize on their own thread
+LARGE_NICENESS = 0  # that thread's priority below the others' (Linux: about a tenth of a busy core)
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux sets niceness per thread); elsewhere a no-op."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LARGE_NICENESS)
+    except (AttributeError, OSError):
+        pass
 
 
 class _Abandoned(Exception):
@@ -54,7 +65,9 @@ class AsyncFront:
                 self._small = ThreadPoolExecutor(
                     max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="onnxqa-prepare"
                 )
-                self._large = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxqa-prepare-large")
+                self._large = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="onnxqa-prepare-large", initializer=_lower_priority
+                )
                 self._scheduler = self._make_scheduler()
             return self._scheduler
 

@@ -48,6 +48,8 @@ __all__ = ["BatchSettings", "Call", "Scheduler", "Slot"]
 # calls pad more and keep a larger memory-arena peak) and serves best at 1 window per call, while a
 # tiny one gains up to 16: 4 is the compromise measured at 64 clients (BENCHMARKS.md, Serving).
 _DEFAULTS = {"cpu": (4, 0.0), "cuda": (128, 2.0)}
+# per device: about how long one call may take while requests compete (see BatchSettings.max_call_ms)
+_CALL_MS = {"cpu": 50.0, "cuda": None}
 # windows that may wait, admitted and not yet run: see BatchSettings
 DEFAULT_MAX_QUEUE_WINDOWS = 4096
 
@@ -58,7 +60,11 @@ class BatchSettings:
 
     ``max_windows``: windows per inference call, taken in round robin from the requests in flight
     (a request with more windows runs in several calls, between other requests' windows);
-    ``None``: 4 on CPU, 128 on CUDA. ``max_wait_ms``: how long a call that is not full waits for
+    ``None``: 4 on CPU, 128 on CUDA. ``max_call_ms``: fewer windows go into a call when, at the
+    model's measured speed, more would take longer than this (always at least one): what a short
+    request waits for a call in progress. ``None``: 50 ms on CPU (a tiny model still fills its
+    calls; a base-size one runs a full 384-token window per call, which costs it no throughput on
+    CPU), no limit on CUDA; ``0``: no limit. ``max_wait_ms``: how long a call that is not full waits for
     more windows; ``None``: 0 on CPU (a call takes what queued while the previous one ran), 2 on
     CUDA. ``max_queue``: requests admitted and not all started; one more is refused at once with
     :class:`~onnxqa.OverloadedError`. ``max_queue_windows``: windows admitted and not yet run
@@ -70,6 +76,7 @@ class BatchSettings:
     """
 
     max_windows: int | None = None
+    max_call_ms: float | None = None
     max_wait_ms: float | None = None
     max_queue: int = 256
     max_queue_windows: int = DEFAULT_MAX_QUEUE_WINDOWS
@@ -78,20 +85,22 @@ class BatchSettings:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name in ("max_windows", "max_wait_ms", "max_request_windows"):
+            if value is None and f.name in ("max_windows", "max_call_ms", "max_wait_ms", "max_request_windows"):
                 continue
-            if f.name == "max_wait_ms":
+            if f.name in ("max_wait_ms", "max_call_ms"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                    raise InputError(f"max_wait_ms must be a number >= 0, got {value!r}")
+                    raise InputError(f"{f.name} must be a number >= 0, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{f.name} must be an integer >= 1, got {value!r}")
 
     def resolved(self, device: str) -> BatchSettings:
         """Fill in the per-device defaults."""
         windows, wait = _DEFAULTS[device]
+        call_ms = self.max_call_ms if self.max_call_ms is not None else _CALL_MS[device]
         return replace(
             self,
             max_windows=self.max_windows if self.max_windows is not None else windows,
+            max_call_ms=call_ms if call_ms else None,
             max_wait_ms=self.max_wait_ms if self.max_wait_ms is not None else wait,
         )
 
@@ -146,6 +155,7 @@ class Scheduler:
         max_windows: int,
         max_wait_s: float,
         max_queue: int,
+        max_call_s: float | None = None,
         max_queue_windows: int,
         max_request_windows: int | None = None,
         coalesce: bool = True,
@@ -155,6 +165,8 @@ class Scheduler:
     ) -> None:
         self._run_call, self._finish, self._units, self._on_call = run_call, finish, units, on_call
         self.max_windows, self.max_wait_s, self.coalesce = max_windows, max_wait_s, coalesce
+        self.max_call_s = max_call_s
+        self._seconds_per_token: float | None = None  # the model's measured speed, for max_call_s
         self.max_queue, self.max_queue_windows, self.max_request_windows = (
             max_queue,
             max_queue_windows,
@@ -314,12 +326,16 @@ class Scheduler:
 
     def _fill(self) -> list[tuple[_Flight, list[Batch]]]:
         taken: list[tuple[_Flight, list[Batch]]] = []
-        count = 0
+        count = widest = 0
         while self._rotation:
             flight = self._rotation[0]
             unit = flight.units[0]
             size = len(unit.windows)
-            if taken and (not self.coalesce or count + size > self.max_windows):
+            if taken and (
+                not self.coalesce
+                or count + size > self.max_windows
+                or self._too_long(count + size, max(widest, unit.width))
+            ):
                 break
             self._rotation.popleft()
             flight.units.popleft()
@@ -327,6 +343,7 @@ class Scheduler:
             flight.running += size
             self._waiting -= size
             count += size
+            widest = max(widest, unit.width)
             if taken and taken[-1][0] is flight:
                 taken[-1][1].append(unit)
             else:
@@ -338,6 +355,20 @@ class Scheduler:
             if not self.coalesce:
                 break
         return taken
+
+    def _too_long(self, windows: int, width: int) -> bool:
+        """Whether a call of ``windows`` windows padded to ``width`` would take longer than max_call_s."""
+        if self.max_call_s is None or self._seconds_per_token is None:
+            return False
+        return windows * width * self._seconds_per_token > self.max_call_s
+
+    def _measured(self, taken: list[tuple[_Flight, list[Batch]]], seconds: float) -> None:
+        """Update the model's speed (seconds per padded token, a moving average) from a call."""
+        units = [u for _, us in taken for u in us]
+        tokens = max(u.width for u in units) * sum(len(u.windows) for u in units)
+        sample = seconds / max(tokens, 1)
+        old = self._seconds_per_token
+        self._seconds_per_token = sample if old is None else 0.8 * old + 0.2 * sample
 
     def _work(self) -> None:
         while True:
@@ -357,6 +388,8 @@ class Scheduler:
                             _set(f.future, exception=exc)
                 continue
             seconds = time.perf_counter() - t0
+            if self.coalesce:
+                self._measured(taken, seconds)
             for f, units in taken:
                 f.running -= sum(len(u.windows) for u in units)
                 if not f.gone() and f.running == 0 and not f.units:
