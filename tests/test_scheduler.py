@@ -166,9 +166,11 @@ def test_admission_by_requests_and_by_windows():
     s = scheduler(run, max_queue=3, max_queue_windows=10)
     first = s.submit(FakeJob("first", 3))
     assert run.started.wait(10)  # its 3 windows are taken: nothing waits
-    huge = s.submit(FakeJob("huge", 50))  # alone it exceeds max_queue_windows, but nothing else waits
+    with pytest.raises(onnxqa.RequestTooLargeError):
+        s.submit(FakeJob("too large", 41))  # more than 4 times max_queue_windows: never
+    huge = s.submit(FakeJob("huge", 30))  # alone it exceeds max_queue_windows, but nothing else waits
     with pytest.raises(onnxqa.OverloadedError, match="windows"):
-        s.submit(FakeJob("more", 1))  # 46 windows wait: refused at once
+        s.submit(FakeJob("more", 1))  # 26 windows wait: refused at once
     with pytest.raises(onnxqa.OverloadedError, match="windows"):
         s.reserve()  # already past the bound: refused before any tokenization
     run.gate.set()
@@ -445,3 +447,51 @@ def test_exported_dynamic_int8_is_never_coalesced(tiny_dynamic, pairs):
         together = asyncio.run(_together(qa, pairs[-8:]))
         assert together == [qa.batch_with_null([pair]) for pair in pairs[-8:]]  # identical, scores included
         assert calls and set(calls) == {1}
+
+
+def test_a_request_over_the_window_cap_is_refused_before_its_windows_are_made(fake_model):
+    """Windows that overlap all but a few tokens would make a huge request out of a modest context:
+    the async API counts them from the text first and refuses, naming the count and the cap."""
+    context = " ".join([CONTEXT] * 400)  # about 7,000 tokens
+    settings = onnxqa.BatchSettings(max_queue_windows=100)  # a request may take 400 windows alone
+    with onnxqa.load(fake_model, batching=settings) as qa:
+        assert settings.window_cap == 400
+        made: list[int] = []
+        qa.add_stage_listener(lambda stage, seconds, windows: made.append(windows) if stage == "tokenize" else None)
+        with pytest.raises(onnxqa.RequestTooLargeError) as info:
+            asyncio.run(qa.answer_async("Who?", context, max_seq_len=64, doc_stride=56))
+        assert info.value.limit == 400 and info.value.windows > 400
+        assert not made, "the windows were made before the refusal"
+        expected = len(qa.window_lengths([("Who?", context)], max_seq_len=64, doc_stride=56))
+        assert abs(info.value.windows - expected) <= 1  # counted, not estimated
+        assert asyncio.run(qa.answer_async("Who?", context)) == qa("Who?", context)  # default windows fit
+        with pytest.raises(onnxqa.RequestTooLargeError):
+            asyncio.run(qa.answer_documents_async("Who?", [context], max_seq_length=64, stride=56))
+
+
+def test_dynamic_int8_async_plans_calls_as_the_sync_api(fake_model_dynamic, pairs):
+    many = (pairs * 12)[:300]  # more pairs than the synchronous API prepares at once
+    docs = [c for _, c in pairs[::6]]
+    with onnxqa.load(fake_model_dynamic, precision="int8", batch_size=3) as qa:
+
+        async def ask():
+            return await asyncio.gather(
+                qa.batch_with_null_async(many), qa.answer_documents_async("Who designed it?", docs)
+            )
+
+        together, documents = asyncio.run(ask())
+        assert together == qa.batch_with_null(many)
+        assert documents == qa.answer_documents("Who designed it?", docs)
+
+
+def test_close_answers_requests_admitted_while_they_tokenize(fake_model):
+    context = " ".join([CONTEXT] * 3000)  # tokenized on the large requests' thread for a while
+    qa = onnxqa.load(fake_model)
+
+    async def scenario():
+        request = asyncio.ensure_future(qa.answer_async("Who?", context))
+        await asyncio.sleep(0.05)
+        await asyncio.get_running_loop().run_in_executor(None, qa.close)
+        return await request
+
+    assert asyncio.run(scenario()) == qa("Who?", context)

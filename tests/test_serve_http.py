@@ -354,3 +354,20 @@ def test_documents_examples_in_the_docs_run_against_a_server(fake_model):
         assert out.returncode == 0, out.stderr
         assert "(document a)" in out.stdout or "(document b)" in out.stdout
         assert "no answer" in out.stdout
+
+
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(fake_model):
+    with running_server(fake_model, env={"ONNXQA_API_KEY": KEY}) as base:
+        r = httpx.post(f"{base}/v1/answer", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        body = b'{"question": "Who?", "context": "' + b"x" * 1_500_000 + b'"}'
+        request = urllib.request.Request(f"{base}/v1/answer", data=body, headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as info:  # read by a client that sends everything first
+            urllib.request.urlopen(request, timeout=30)
+        assert info.value.code == 401
+        ok = httpx.post(
+            f"{base}/v1/answer",
+            json={"question": "Who?", "context": CONTEXT},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert ok.status_code == 200

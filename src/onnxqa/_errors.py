@@ -41,7 +41,8 @@ class InputError(OnnxQAError, ValueError):
 
 
 class RequestTooLargeError(InputError):
-    """A request would take more windows (model inputs) than ``max_request_windows`` allows.
+    """A request would take more windows (model inputs) than the server takes from one request
+    (``BatchSettings.window_cap``: ``max_request_windows``, or 4 times ``max_queue_windows``).
 
     ``windows`` is what the request needs, ``limit`` the cap; split the context or send it to a
     server with a higher cap.
@@ -49,8 +50,8 @@ class RequestTooLargeError(InputError):
 
     def __init__(self, windows: int, limit: int) -> None:
         super().__init__(
-            f"the request needs {windows} windows, over this server's limit of {limit} windows per request "
-            "(max_request_windows): send a shorter context or split it over several requests"
+            f"the request needs {windows} windows, over this server's limit of {limit} windows per request: "
+            "send a shorter context, windows that overlap less, or split it over several requests"
         )
         self.windows, self.limit = windows, limit
 

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .._errors import InputError, ModelLoadError, ProviderError
+from .._errors import InputError, ModelLoadError, ProviderError, RequestTooLargeError
 from .._manifest import batch_invariant, read_manifest, read_verified
 from ._answer import DEFAULT_BATCH, Answer, QAOptions
 from ._async import AsyncFront
@@ -245,7 +245,7 @@ class QuestionAnswerer:
         pairs = list(pairs)
         chars = _chars(text for pair in pairs if isinstance(pair, (tuple, list)) for text in pair)
         return await self._async.run(  # type: ignore[no-any-return]
-            lambda: self._prepare_pairs(pairs, opts), chars=chars, timeout=seconds
+            lambda: self._prepare_pairs(pairs, opts, capped=True), chars=chars, timeout=seconds
         )
 
     async def answer_documents_async(
@@ -259,7 +259,7 @@ class QuestionAnswerer:
         docs = list(documents)
         chars = _chars([question]) + _chars(getattr(d, "content", d) for d in docs)
         return await self._async.run(  # type: ignore[no-any-return]
-            lambda: self._prepare_documents(question, docs, opts), chars=chars, timeout=seconds
+            lambda: self._prepare_documents(question, docs, opts, capped=True), chars=chars, timeout=seconds
         )
 
     def submit(self, pairs: Iterable[tuple[str, str]], **options: Any) -> Future[list[Result]]:
@@ -273,7 +273,7 @@ class QuestionAnswerer:
         """
         opts = self._options(options)
         pairs = list(pairs)
-        return self._async.submit(lambda: self._prepare_pairs(pairs, opts))
+        return self._async.submit(lambda: self._prepare_pairs(pairs, opts, capped=True))
 
     @property
     def queue_depth(self) -> int:
@@ -361,10 +361,24 @@ class QuestionAnswerer:
         )
 
     def _units_alone(self, job: Job) -> list[Batch]:
-        """The calls ``job`` gets when it runs alone (for variants that are not batch-invariant)."""
-        lengths = [w.input_ids.shape[0] for w in job.windows]
-        size = getattr(job.opts, "batch_size", None) or DEFAULT_BATCH[self.device]
-        return plan_batches(lengths, size, self.buckets, self._max_positions)
+        """The calls ``job`` gets when it runs alone, as the synchronous API plans them (for variants
+        that are not batch-invariant, whose answers depend on their call's other windows)."""
+        if isinstance(job, PairsJob):
+            size = job.opts.batch_size or DEFAULT_BATCH[self.device]
+            chunk = max(8 * size, 256)  # pairs prepared and planned together, as batch_with_null does
+        else:
+            opts = job.opts  # type: ignore[attr-defined]
+            size = next(b for b in (opts.batch_size, self.options.batch_size, DEFAULT_BATCH[self.device]) if b)
+            chunk = None
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(job.windows):
+            groups.setdefault(w.pair // chunk if chunk else 0, []).append(i)
+        units = []
+        for members in groups.values():
+            lengths = [job.windows[i].input_ids.shape[0] for i in members]
+            for planned in plan_batches(lengths, size, self.buckets, self._max_positions):
+                units.append(Batch([members[r] for r in planned.windows], planned.rows, planned.width))
+        return units
 
     def _run_scheduled(self, call: Call) -> int:
         """The scheduler's inference call: windows of several jobs shaped as one planned batch, or
@@ -393,9 +407,29 @@ class QuestionAnswerer:
     def _options(self, options: dict[str, Any]) -> QAOptions:
         return self.options.updated(**options).resolved(self._model_max_length, self._max_positions, self.device)
 
-    def _prepare_pairs(self, pairs: Iterable[tuple[str, str]], opts: QAOptions) -> PairsJob:
+    def _prepare_pairs(self, pairs: Iterable[tuple[str, str]], opts: QAOptions, capped: bool = False) -> PairsJob:
         checked, originals = _check_pairs(pairs)
+        if capped:  # the async API: refuse a request over the window cap before its windows exist
+            for question, context in checked:
+                self._check_window_cap(question, [context], opts.max_seq_len, opts.doc_stride, opts.max_question_len)  # type: ignore[arg-type]
         return self._prepare(checked, originals, opts)
+
+    def _check_window_cap(
+        self, question: str, texts: list[str], max_seq_len: int, stride: int, max_question_len: int
+    ) -> None:
+        """RequestTooLargeError if ``question`` with ``texts`` would make more windows than the
+        scheduler takes from one request (:attr:`BatchSettings.window_cap`); counted (a tokenizer
+        pass) only where the texts' byte length allows that many."""
+        cap = self.batching.window_cap
+        question_tokens = min(len(question.encode("utf-8", "surrogatepass")), max_question_len)
+        bound = Windower.most_windows(texts, question_tokens=question_tokens, max_seq_len=max_seq_len, stride=stride)
+        if bound <= cap:
+            return
+        windows = self._windower.count_windows(
+            question, texts, max_seq_len=max_seq_len, stride=stride, max_question_len=max_question_len
+        )
+        if windows > cap:
+            raise RequestTooLargeError(windows, cap)
 
     def _prepare(self, checked: list[tuple[str, str]], contexts: list[str], opts: QAOptions) -> PairsJob:
         t0 = time.perf_counter()
@@ -408,7 +442,9 @@ class QuestionAnswerer:
         self._tokenized(t0, len(windows))
         return PairsJob(windows, contexts, opts)
 
-    def _prepare_documents(self, question: str, documents: Iterable[object], opts: ReaderOptions) -> DocumentsJob:
+    def _prepare_documents(
+        self, question: str, documents: Iterable[object], opts: ReaderOptions, capped: bool = False
+    ) -> DocumentsJob:
         question = check_text("question", question)
         if opts.max_seq_length > self._max_positions:
             raise InputError(
@@ -418,6 +454,9 @@ class QuestionAnswerer:
         t0 = time.perf_counter()
         docs = as_documents(documents)
         present = [i for i, d in enumerate(docs) if d.content is not None]
+        if capped:
+            texts = [tokenizable(docs[i].content) for i in present]  # type: ignore[arg-type]
+            self._check_window_cap(question, texts, opts.max_seq_length, opts.stride, opts.max_seq_length // 2)
         windows = self._windower.document_windows(
             question,
             [tokenizable(docs[i].content) for i in present],  # type: ignore[arg-type]

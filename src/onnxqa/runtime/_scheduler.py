@@ -1,12 +1,16 @@
 """Window-level scheduling behind the async API: fair, cancellable, bounded by cost.
 
-One worker thread runs inference calls of at most ``max_windows`` windows. Each call is filled from
-the requests (jobs) in flight in **round robin, one window per request per turn**: the worker takes
+One worker thread runs inference calls of at most ``max_windows`` windows, and of fewer when, at
+the model's measured speed (seconds per padded token, a moving average over past calls), more
+would take longer than ``max_call_s``: a call in progress is what a newly arrived short request
+waits for, so its length is bounded in time, not only in windows (a tiny model still fills its
+calls, a base-size one on a CPU runs about one full window per call). Each call is filled from the
+requests (jobs) in flight in **round robin, one window per request per turn**: the worker takes
 the request at the head of the rotation, moves one of its windows into the call and sends the
 request to the back while it has windows left, until the call is full. So
 
-- a request of one window that arrives while long ones run is in the next call: it waits for the
-  call in progress and shares one call with them, never for their whole length (the chunked
+- a request of one window that arrives while long ones run waits for the call in progress and one
+  window of each request ahead of it in the rotation, never for their whole length (the chunked
   prefill of LLM servers, at window granularity);
 - every request in flight progresses at the same rate, so a long request is never starved by a
   stream of short ones (which shortest-remaining-first would need aging to prevent), and its
@@ -52,6 +56,11 @@ _DEFAULTS = {"cpu": (4, 0.0), "cuda": (128, 2.0)}
 _CALL_MS = {"cpu": 50.0, "cuda": None}
 # windows that may wait, admitted and not yet run: see BatchSettings
 DEFAULT_MAX_QUEUE_WINDOWS = 4096
+# a request larger than max_queue_windows is admitted when nothing else waits, up to this many times it:
+# the default 16,384 windows hold a 2 MiB context of any text at the default windowing (a token is at
+# least one UTF-8 byte, and windows of 384 tokens advance by at least 188), while a request that asks
+# for windows overlapping all but a few tokens cannot make hundreds of thousands of them
+ALONE_FACTOR = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,8 +80,9 @@ class BatchSettings:
     (4,096: two requests with 1 MiB contexts of English text, about 1,100 windows of 384 tokens
     each, still fit beside the other requests; on 2 CPU cores it is minutes of work for a base-size
     model, seconds for a tiny one); a request that would pass it is refused at once, unless
-    nothing else waits, so any single request is admitted. ``max_request_windows``: refuse any
-    request with more windows with :class:`~onnxqa.RequestTooLargeError` (``None``: no cap).
+    nothing else waits, so any single request within 4 times it is admitted (see
+    :attr:`window_cap`). ``max_request_windows``: refuse any request with more windows with
+    :class:`~onnxqa.RequestTooLargeError` (``None``: only past :attr:`window_cap`).
     """
 
     max_windows: int | None = None
@@ -92,6 +102,15 @@ class BatchSettings:
                     raise InputError(f"{f.name} must be a number >= 0, got {value!r}")
             elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{f.name} must be an integer >= 1, got {value!r}")
+
+    @property
+    def window_cap(self) -> int:
+        """The most windows one request may have: ``max_request_windows``, or else ``ALONE_FACTOR``
+        (4) times ``max_queue_windows``, what a request may take when nothing else waits; a larger
+        request is refused with :class:`~onnxqa.RequestTooLargeError`."""
+        if self.max_request_windows is not None:
+            return self.max_request_windows
+        return ALONE_FACTOR * self.max_queue_windows
 
     def resolved(self, device: str) -> BatchSettings:
         """Fill in the per-device defaults."""
@@ -192,9 +211,16 @@ class Scheduler:
         """Windows admitted and not yet taken into a call."""
         return self._waiting
 
+    @property
+    def window_cap(self) -> int:
+        """The most windows one request may have (see :meth:`BatchSettings.window_cap`)."""
+        if self.max_request_windows is not None:
+            return self.max_request_windows
+        return ALONE_FACTOR * self.max_queue_windows
+
     def reserve(self) -> Slot:
         """A slot for one request, or :class:`OverloadedError` at once when ``max_queue`` requests are
-        admitted or ``max_queue_windows`` windows already wait."""
+        admitted or ``max_queue_windows`` windows already wait, or the scheduler is closing."""
         with self._cond:
             self._refuse_if_closing()
             if self._admitted >= self.max_queue:
@@ -223,22 +249,25 @@ class Scheduler:
             if slot._held:
                 slot._held = False
                 self._admitted -= 1
+                if self._closing:
+                    self._cond.notify_all()  # the worker stops once nothing is admitted
 
     def submit(self, job: Any, slot: Slot | None = None, *, timeout: float | None = None) -> Future[Any]:
         """Queue ``job`` in ``slot`` (reserved now when not given); its result comes in the future.
 
         ``timeout``: seconds from now after which the request gives up its remaining windows and
         the future gets :class:`RequestTimeoutError`. Cancelling the future does the same at once.
+        A request admitted (its slot reserved) before :meth:`close` is still accepted.
 
         Raises:
-            OverloadedError: the scheduler is closing, or ``max_queue_windows`` would be passed.
-            RequestTooLargeError: the job has more windows than ``max_request_windows``.
+            OverloadedError: ``max_queue_windows`` would be passed (or, without a slot, as :meth:`reserve`).
+            RequestTooLargeError: the job has more windows than :attr:`window_cap`.
         """
         slot = slot if slot is not None else self.reserve()
         windows = len(job.windows)
-        if self.max_request_windows is not None and windows > self.max_request_windows:
+        if windows > self.window_cap:
             slot.release()
-            raise RequestTooLargeError(windows, self.max_request_windows)
+            raise RequestTooLargeError(windows, self.window_cap)
         if self.coalesce or self._units is None:
             units = [Batch([i], 1, int(w.input_ids.shape[0])) for i, w in enumerate(job.windows)]
         else:
@@ -247,21 +276,18 @@ class Scheduler:
         deadline = None if timeout is None else time.monotonic() + timeout
         flight = _Flight(job, deque(units), windows, slot, future, deadline)
         with self._cond:
-            try:
-                self._refuse_if_closing()
-                if self._waiting and self._waiting + windows > self.max_queue_windows:
-                    raise OverloadedError(self._windows_message(windows))
-            except OverloadedError:
+            if self._waiting and self._waiting + windows > self.max_queue_windows:
                 slot.release()
-                raise
-            if not units:  # nothing to run (a call whose documents are all empty)
-                slot.release()
-                self._complete(flight)
-                return future
-            self._waiting += windows
-            self._rotation.append(flight)
-            future.add_done_callback(lambda _, f=flight: self._left(f))  # a cancelled request leaves at once
-            self._cond.notify_all()
+                raise OverloadedError(self._windows_message(windows))
+            if units:
+                self._waiting += windows
+                self._rotation.append(flight)
+                self._cond.notify_all()
+        if not units:  # nothing to run (a call whose documents are all empty)
+            slot.release()
+            self._complete(flight)
+            return future
+        future.add_done_callback(lambda _, f=flight: self._left(f))  # a cancelled request leaves at once
         return future
 
     def _left(self, flight: _Flight) -> None:
@@ -283,7 +309,8 @@ class Scheduler:
         flight.slot.release()
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new requests, finish the admitted ones, stop the worker."""
+        """Refuse new requests, finish the admitted ones (those still being prepared included), stop
+        the worker."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -291,38 +318,43 @@ class Scheduler:
 
     # ------------------------------------------------------------------ the worker
 
-    def _drop_gone(self) -> None:
-        """Requests past their deadline leave the rotation with RequestTimeoutError (lock held);
-        cancelled ones already left (:meth:`_left`)."""
+    def _drop_gone(self) -> list[_Flight]:
+        """Requests past their deadline leave the rotation (lock held; the caller fails their futures
+        with RequestTimeoutError once the lock is released). Cancelled ones already left (:meth:`_left`)."""
         now = time.monotonic()
         expired = [f for f in self._rotation if f.deadline is not None and now >= f.deadline]
         for f in expired:
             f.failed = True
             self._abandon(f)
-            _set(f.future, exception=RequestTimeoutError("no answer within the request's timeout"))
+        return expired
 
     def _take(self) -> list[tuple[_Flight, list[Batch]]] | None:
-        """The next call: units taken in round robin, up to ``max_windows`` windows; None to stop."""
-        with self._cond:
-            deadline: float | None = None
-            while True:
-                self._drop_gone()
-                if not self._rotation:
-                    if self._closing:
-                        return None
-                    deadline = None
-                    self._cond.wait()
+        """The next call: units taken in round robin, up to ``max_windows`` windows and ``max_call_s``;
+        None to stop (closing, and nothing admitted is left)."""
+        deadline: float | None = None
+        while True:
+            with self._cond:
+                expired = self._drop_gone()
+                if not expired:
+                    if not self._rotation:
+                        if self._closing and self._admitted == 0:
+                            return None
+                        deadline = None
+                        self._cond.wait(0.5 if self._closing else None)
+                        continue
+                    full = not self.coalesce or self._waiting >= self.max_windows
+                    if full or self.max_wait_s <= 0 or self._closing:
+                        return self._fill()
+                    if deadline is None:
+                        deadline = time.monotonic() + self.max_wait_s
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return self._fill()
+                    self._cond.wait(remaining)
                     continue
-                full = not self.coalesce or self._waiting >= self.max_windows
-                if full or self.max_wait_s <= 0 or self._closing:
-                    break
-                if deadline is None:
-                    deadline = time.monotonic() + self.max_wait_s
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            return self._fill()
+            # futures are completed outside the lock: their callbacks may call back in
+            for f in expired:
+                _set(f.future, exception=RequestTimeoutError("no answer within the request's timeout"))
 
     def _fill(self) -> list[tuple[_Flight, list[Batch]]]:
         taken: list[tuple[_Flight, list[Batch]]] = []
@@ -379,13 +411,18 @@ class Scheduler:
             call: Call = [(f.job, units) for f, units in taken]
             try:
                 windows = self._run_call(call)
-            except Exception as exc:  # handed to every request of the call; the others go on
+            except BaseException as exc:  # handed to every request of the call; the others go on
                 with self._cond:
                     for f, units in taken:
                         f.running -= sum(len(u.windows) for u in units)
-                        if not f.gone():
-                            f.failed = True
-                            _set(f.future, exception=exc)
+                        f.failed = True
+                        if f.units:
+                            self._abandon(f)
+                for f, _ in taken:
+                    _set(f.future, exception=exc)
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    self._fail_all(exc)
+                    raise
                 continue
             seconds = time.perf_counter() - t0
             if self.coalesce:
@@ -400,10 +437,23 @@ class Scheduler:
                 except Exception:  # an observer must not stop the worker
                     pass
 
+    def _fail_all(self, exc: BaseException) -> None:
+        """The worker is stopping for good: refuse new requests and fail every waiting one."""
+        with self._cond:
+            self._closing = True
+            waiting = list(self._rotation)
+            for f in waiting:
+                f.failed = True
+                self._abandon(f)
+        for f in waiting:
+            _set(f.future, exception=OverloadedError(f"the scheduler stopped: {exc!r}", retry_after=5.0))
+
     def _complete(self, flight: _Flight) -> None:
         try:
             result = self._finish(flight.job)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # the tokenizers library's panics are BaseExceptions
             _set(flight.future, exception=exc)
             return
         _set(flight.future, result=result)

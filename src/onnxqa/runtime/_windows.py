@@ -130,6 +130,32 @@ class Windower:
                 )
         return out
 
+    def count_windows(
+        self, question: str, contexts: Sequence[str], *, max_seq_len: int, stride: int, max_question_len: int
+    ) -> int:
+        """How many windows of ``max_seq_len`` tokens, overlapping by ``stride``, ``question`` paired
+        with each of ``contexts`` makes, without making them: the question and each context are
+        tokenized alone (one pass, without the windows' copies). Used to refuse a request before
+        its windows take memory; when the question leaves no room the count is the contexts'."""
+        n_question = min(len(self._plain.encode(question, add_special_tokens=False).ids), max_question_len)
+        room = max(max_seq_len - self._n_special - n_question, 1)
+        step = max(room - stride, 1)
+        total = 0
+        for enc in self._plain.encode_batch(list(contexts), add_special_tokens=False):
+            extra = max(len(enc.ids) - room, 0)
+            total += 1 + -(-extra // step)
+        return total
+
+    @staticmethod
+    def most_windows(
+        texts: Sequence[str], *, question_tokens: int, max_seq_len: int, stride: int, n_special: int = 4
+    ) -> int:
+        """An upper bound on :meth:`count_windows` from the texts' UTF-8 lengths alone (a token is
+        at least one byte), with the question taking at least ``question_tokens`` tokens."""
+        room = max(max_seq_len - n_special - question_tokens, 1)
+        step = max(room - stride, 1)
+        return sum(1 + -(-max(len(t.encode("utf-8", "surrogatepass")) - room, 0) // step) for t in texts)
+
     def document_windows(
         self, question: str, contents: Sequence[str], *, max_seq_len: int, stride: int
     ) -> list[Window]:

@@ -98,7 +98,7 @@ class _Service:
         with self._lock:
             warming = self._warming
         if warming is not None:
-            warming.join()
+            warming.join(self.request_timeout)
         if self.owns_answerer:
             self.qa.close()
 
@@ -236,9 +236,11 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.metrics.worker_started()
         service.start_warm_up()
         yield
         await asyncio.get_running_loop().run_in_executor(None, service.close)
+        service.metrics.worker_stopped()
 
     app = FastAPI(
         title="onnxqa",
@@ -256,12 +258,15 @@ def build_app(
         on_error=lambda kind: service.metrics.errors.labels(kind).inc(),
         max_body_bytes=max_body_bytes,
         endpoints=_ENDPOINTS,
+        keys=keys,
+        guarded=lambda path: path.startswith("/v1/") or (protect_metrics and path == "/metrics"),
     )
     return app
 
 
 def _authorize(service: _Service) -> Any:
-    """The dependency that checks the API key (a no-op without keys)."""
+    """The dependency that checks the API key (the Guard refuses first, before the body is read;
+    this one puts the scheme in the OpenAPI description and guards a route however it is reached)."""
 
     async def authorized(credentials: HTTPAuthorizationCredentials | None = _CREDENTIALS) -> None:
         if credentials is None:

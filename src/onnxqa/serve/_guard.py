@@ -1,10 +1,14 @@
-"""The outermost ASGI layer of the app: body limit, readable 413s, client disconnects, request metrics.
+"""The outermost ASGI layer of the app: API keys, body limit, readable refusals, client disconnects,
+request metrics.
 
-- A body over the limit is refused with 413 before it is parsed. The response is sent at once,
-  then the rest of the body is read and thrown away (at most ``LINGER_FACTOR`` times the limit, for
-  at most ``LINGER_SECONDS``) before the connection closes, as nginx's lingering close does: a
-  client that sends its whole body before reading (Python's ``urllib``) reads the 413 instead of a
-  connection reset. A client that asked ``Expect: 100-continue`` is not asked for its body.
+- With API keys, a request to a guarded route without a valid ``Authorization: Bearer KEY`` is
+  refused with 401 before its body is read or parsed.
+- A body over the limit is refused with 413 before it is parsed.
+- A refusal is sent at once, then the rest of the body is read and thrown away (at most
+  ``LINGER_FACTOR`` times the limit, for at most ``LINGER_SECONDS``) before the connection closes,
+  as nginx's lingering close does: a client that sends its whole body before reading (Python's
+  ``urllib``) reads the status instead of a connection reset. A client that asked
+  ``Expect: 100-continue`` and was not sent ``100 Continue`` is not asked for its body.
 - Once the body is read, the connection is watched: when the client disconnects (ASGI
   ``http.disconnect``), the request's task is cancelled, so its work in the runtime stops.
 """
@@ -41,9 +45,12 @@ class Guard:
         on_error: Callable[[str], None],
         max_body_bytes: int,
         endpoints: tuple[str, ...],
+        keys: Any = None,
+        guarded: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self.app, self.metrics, self.on_error = app, metrics, on_error
         self.max_body_bytes, self.endpoints = max_body_bytes, endpoints
+        self.keys, self.guarded = keys, guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,9 +71,16 @@ class Guard:
             await send(message)
 
         try:
+            if self.keys is not None and self.keys.enabled and self.guarded(path) and not self._authorized(scope):
+                message = "this server needs an API key: send the header `Authorization: Bearer KEY`"
+                await self._refuse(scope, receive, send_measured, 401, "unauthorized", message, 0)
+                return
             body = await self._read(scope, receive)
-            if isinstance(body, int):
-                await self._refuse_too_large(scope, receive, send_measured, body)
+            if body is None:  # the client left while sending its body
+                status = CLIENT_CLOSED
+            elif isinstance(body, int):
+                message = f"the request body is over the limit of {self.max_body_bytes} bytes"
+                await self._refuse(scope, receive, send_measured, 413, "payload_too_large", message, body)
             elif not await self._run_watched(scope, body, receive, send_measured):
                 status = CLIENT_CLOSED
         finally:
@@ -110,9 +124,17 @@ class Guard:
             if not task.done():
                 task.cancel()
 
-    async def _read(self, scope: Scope, receive: Receive) -> bytes | int:
-        """The whole body, or how many bytes were read once it passes the limit (by its
-        Content-Length, before reading, or as it comes)."""
+    def _authorized(self, scope: Scope) -> bool:
+        header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+        try:
+            self.keys.check(header.decode("latin-1") or None)
+        except Exception:  # Unauthorized
+            return False
+        return True
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes | int | None:
+        """The whole body; how many bytes were read once it passes the limit (by its Content-Length,
+        before reading, or as it comes); None when the client disconnected first."""
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 with contextlib.suppress(ValueError):
@@ -122,7 +144,7 @@ class Guard:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                break
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -131,19 +153,23 @@ class Guard:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
-    async def _refuse_too_large(self, scope: Scope, receive: Receive, send: Send, read: int) -> None:
-        message = f"the request body is over the limit of {self.max_body_bytes} bytes"
-        self.on_error("payload_too_large")
-        payload = json.dumps({"error": "payload_too_large", "message": message}).encode()
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, kind: str, message: str, read: int
+    ) -> None:
+        """Answer ``status`` at once, then read and drop the rest of the body before closing."""
+        self.on_error(kind)
+        payload = json.dumps({"error": kind, "message": message}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),
             (b"connection", b"close"),
         ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": True})
         expects = dict(scope.get("headers", ())).get(b"expect", b"").lower() == b"100-continue"
-        if not expects:
+        if not (expects and read == 0):  # not asked for the body yet: do not ask for it now
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._discard(receive, read), LINGER_SECONDS)
         await send({"type": "http.response.body", "body": b"", "more_body": False})

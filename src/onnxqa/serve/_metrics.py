@@ -8,6 +8,7 @@ to files there and ``/metrics`` sums them across workers (gauges: the sum over l
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -71,6 +72,26 @@ class Metrics:
         self.queue_depth.set(requests)
         self.queue_windows.set(windows)
 
+    def worker_started(self) -> None:
+        """Multiprocess mode: forget the live gauges of workers that died (uvicorn restarts those)."""
+        directory = os.environ.get(_MULTIPROCESS)
+        if not directory:
+            return
+        from prometheus_client import multiprocess
+
+        for path in Path(directory).glob("gauge_live*_*.db"):
+            pid = path.stem.rsplit("_", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                multiprocess.mark_process_dead(int(pid), directory)
+
+    def worker_stopped(self) -> None:
+        """Multiprocess mode: this worker's live gauges leave the sums."""
+        directory = os.environ.get(_MULTIPROCESS)
+        if directory:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), directory)
+
     def exposition(self) -> bytes:
         """The text format: this app's registry, or the sum over worker processes in multiprocess mode."""
         if os.environ.get(_MULTIPROCESS):
@@ -80,3 +101,13 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
