@@ -7,7 +7,9 @@
 For each run (``SEED:PRECISION``; seeds are exported with random weights into a temporary
 directory, or ``--model-dir`` names an exported directory), in one process on one machine:
   1. embedded: ``qa(question, context)`` one at a time (latency p50/p90/p99) and ``qa.batch()``
-     over the same questions (questions/s); its answers are the reference;
+     over the same questions (questions/s; ``--rounds`` rounds, and as many again after the
+     server's phases, the median of all of them the yardstick: this machine's speed drifts from
+     minute to minute); its answers are the reference;
   2. `onnxqa serve` started on 127.0.0.1 as a subprocess; for 1, 8 and 64 clients (each phase
      bounded by a request count and a time limit) every client sends POST /v1/answer over one
      keep-alive connection; every answer is compared with the embedded one; the server's resident
@@ -67,7 +69,7 @@ def as_dicts(answers: list[Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- embedded
 
 
-def embedded(qa: Any, pairs: list[tuple[str, str]], n_latency: int) -> dict[str, Any]:
+def embedded(qa: Any, pairs: list[tuple[str, str]], n_latency: int, rounds: int) -> dict[str, Any]:
     for q, c in pairs[:20]:
         qa(q, c)
     times = []
@@ -76,17 +78,25 @@ def embedded(qa: Any, pairs: list[tuple[str, str]], n_latency: int) -> dict[str,
         qa(q, c)
         times.append((time.perf_counter() - t) * 1000)
     qa.batch(pairs[:16])
-    t = time.perf_counter()
-    answers = qa.batch(pairs)
-    seconds = time.perf_counter() - t
+    answers, per_s = batch_rounds(qa, pairs, rounds)
     return {
         "latency_ms": percentiles(times),
         "latency_by_question": times,
         "latency_calls": len(times),
         "batch_questions": len(pairs),
-        "batch_questions_per_s": round(len(pairs) / seconds, 1),
+        "batch_rounds_before_per_s": per_s,
         "answers": [as_dicts(a) for a in answers],
     }
+
+
+def batch_rounds(qa: Any, pairs: list[tuple[str, str]], rounds: int) -> tuple[list[Any], list[float]]:
+    """``qa.batch(pairs)`` ``rounds`` times: the last answers, and questions/s of each round."""
+    per_s, answers = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        answers = qa.batch(pairs)
+        per_s.append(round(len(pairs) / (time.perf_counter() - t), 1))
+    return answers, per_s
 
 
 # ---------------------------------------------------------------- the server and its clients
@@ -284,6 +294,12 @@ def main() -> None:
     ap.add_argument(
         "--latency-calls", type=int, default=0, help="embedded one-at-a-time calls (default 0: every question)"
     )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="embedded batch() rounds before and again after the server (the median of all is the yardstick)",
+    )
     ap.add_argument("--server-args", default="", help="extra `onnxqa serve` flags, e.g. '--max-batch-windows 32'")
     ap.add_argument("--output", help="JSON results (default: benchmarks/results/serve-load.json)")
     ap.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
@@ -321,15 +337,23 @@ def main() -> None:
                 model_dir = exported[seed]
             log(f"{seed} {precision}: embedded")
             qa = onnxqa.load(model_dir, device="cpu", precision=precision)
-            emb = embedded(qa, pairs, min(args.latency_calls or len(pairs), len(pairs)))
+            emb = embedded(qa, pairs, min(args.latency_calls or len(pairs), len(pairs)), args.rounds)
             expected = emb.pop("answers")
             del qa
             log(
-                f"  p50 {emb['latency_ms']['p50']} ms, batch() {emb['batch_questions_per_s']} questions/s; "
+                f"  p50 {emb['latency_ms']['p50']} ms, batch() {emb['batch_rounds_before_per_s']} questions/s; "
                 f"{seed} {precision}: served"
             )
             phases = list(zip(clients, counts))
             srv = served(model_dir, precision, pairs, expected, phases, args.seconds, args.server_args.split())
+            # the machine's speed drifts: batch() again after the server, and the median of all rounds
+            qa = onnxqa.load(model_dir, device="cpu", precision=precision)
+            qa.batch(pairs[:16])
+            emb["batch_rounds_after_per_s"] = batch_rounds(qa, pairs, args.rounds)[1]
+            del qa
+            emb["batch_questions_per_s"] = statistics.median(
+                emb["batch_rounds_before_per_s"] + emb["batch_rounds_after_per_s"]
+            )
             run = {"model": seed, "precision": precision, "embedded": emb, "served": srv}
             run["one_client_same_questions"] = same_questions(emb, srv)
             result["runs"].append(run)

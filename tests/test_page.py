@@ -5,7 +5,8 @@ the keyboard alone is enough.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package (the dev extra):
 without them the tests skip, and fail under ``CI=true``. ``ONNXQA_SCREENSHOT=1`` writes the
-README's screenshot, docs/assets/page.png.
+README's screenshot, docs/assets/page.png (with ``ONNXQA_SCREENSHOT_MODEL=DIR``, of that model's
+answers: ``pytest tests/test_page.py -k screenshot``).
 """
 
 from __future__ import annotations
@@ -135,7 +136,11 @@ def _stop(server: Server) -> None:
 def servers(fake_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
     """Two servers started side by side: an open one (at most 4 documents) and one with a key."""
     tmp = tmp_path_factory.mktemp("page")
-    named = shutil.copytree(fake_model, tmp / "fake-bert-tiny")  # the model's name, as the page shows it
+    # the model's name, as the page shows it; ONNXQA_SCREENSHOT_MODEL (a model directory, e.g. the
+    # trained reference model exported) gives the screenshot real answers
+    real = os.environ.get("ONNXQA_SCREENSHOT_MODEL")
+    source = Path(real) if real else fake_model
+    named = shutil.copytree(source, tmp / (source.name if real else "fake-bert-tiny"))
     started = {
         "open": _start(named, tmp / "open.log", "--max-documents", "4"),
         "keyed": _start(fake_model, tmp / "keyed.log", env={"ONNXQA_API_KEY": KEY}),

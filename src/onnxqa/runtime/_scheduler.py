@@ -1,10 +1,12 @@
 """Window-level scheduling behind the async API: fair, cancellable, bounded by cost.
 
-One worker thread runs inference calls of at most ``max_windows`` windows, and of fewer when, at
-the model's measured speed (seconds per padded token, a moving average over past calls), more
-would take longer than ``max_call_s``: a call in progress is what a newly arrived short request
-waits for, so its length is bounded in time, not only in windows (a tiny model still fills its
-calls, a base-size one on a CPU runs about one full window per call). Each call is filled from the
+One worker thread runs inference calls of at most ``max_windows`` windows. While a long request
+(more windows waiting than ``max_windows``) is in flight, a call also holds no more windows than,
+at the model's measured speed (seconds per padded token, a moving average over past calls), take
+``max_call_s``: a call in progress is what a newly arrived short request waits for, so its length
+is bounded in time, not only in windows (a tiny model still fills its calls, a base-size one on a
+CPU runs about one full window per call). Short requests alone fill calls up to ``max_windows``:
+fewer, fuller calls keep the throughput under load. Each call is filled from the
 requests (jobs) in flight in **round robin, one window per request per turn**: the worker takes
 the request at the head of the rotation, moves one of its windows into the call and sends the
 request to the back while it has windows left, until the call is full. So
@@ -69,11 +71,12 @@ class BatchSettings:
 
     ``max_windows``: windows per inference call, taken in round robin from the requests in flight
     (a request with more windows runs in several calls, between other requests' windows);
-    ``None``: 4 on CPU, 128 on CUDA. ``max_call_ms``: fewer windows go into a call when, at the
-    model's measured speed, more would take longer than this (always at least one): what a short
-    request waits for a call in progress. ``None``: 50 ms on CPU (a tiny model still fills its
-    calls; a base-size one runs a full 384-token window per call, which costs it no throughput on
-    CPU), no limit on CUDA; ``0``: no limit. ``max_wait_ms``: how long a call that is not full waits for
+    ``None``: 4 on CPU, 128 on CUDA. ``max_call_ms``: while a long request (more than
+    ``max_windows`` windows) is in flight, fewer windows go into a call when, at the model's
+    measured speed, more would take longer than this (always at least one): what a short request
+    waits for a call in progress. ``None``: 50 ms on CPU (a tiny model still fills its calls; a
+    base-size one runs about one full 384-token window per call), no limit on CUDA; ``0``: no
+    limit. ``max_wait_ms``: how long a call that is not full waits for
     more windows; ``None``: 0 on CPU (a call takes what queued while the previous one ran), 2 on
     CUDA. ``max_queue``: requests admitted and not all started; one more is refused at once with
     :class:`~onnxqa.OverloadedError`. ``max_queue_windows``: windows admitted and not yet run
@@ -359,6 +362,9 @@ class Scheduler:
     def _fill(self) -> list[tuple[_Flight, list[Batch]]]:
         taken: list[tuple[_Flight, list[Batch]]] = []
         count = widest = 0
+        # the time bound matters while a long request is in flight: its windows would fill every
+        # call; short requests alone fill calls up to max_windows (fewer, longer calls: throughput)
+        bounded = self.max_call_s is not None and any(f.waiting > self.max_windows for f in self._rotation)
         while self._rotation:
             flight = self._rotation[0]
             unit = flight.units[0]
@@ -366,7 +372,7 @@ class Scheduler:
             if taken and (
                 not self.coalesce
                 or count + size > self.max_windows
-                or self._too_long(count + size, max(widest, unit.width))
+                or (bounded and self._too_long(count + size, max(widest, unit.width)))
             ):
                 break
             self._rotation.popleft()
