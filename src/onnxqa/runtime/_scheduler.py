@@ -1,9 +1,9 @@
 """Window-level scheduling behind the async API: fair, cancellable, bounded by cost.
 
 One worker thread runs inference calls of at most ``max_windows`` windows. While a long request
-(more windows waiting than ``max_windows``) is in flight, a call also holds no more windows than,
-at the model's measured speed (seconds per padded token, a moving average over past calls), take
-``max_call_s``: a call in progress is what a newly arrived short request waits for, so its length
+(more than ``LONG_FACTOR`` calls' worth of windows waiting) is in flight, a call also holds no
+more windows than, at the model's measured speed (seconds per padded token, a moving average over
+past calls), take ``max_call_s``: a call in progress is what a newly arrived short request waits for, so its length
 is bounded in time, not only in windows (a tiny model still fills its calls, a base-size one on a
 CPU runs about one full window per call). Short requests alone fill calls up to ``max_windows``:
 fewer, fuller calls keep the throughput under load. Each call is filled from the
@@ -71,8 +71,8 @@ class BatchSettings:
 
     ``max_windows``: windows per inference call, taken in round robin from the requests in flight
     (a request with more windows runs in several calls, between other requests' windows);
-    ``None``: 4 on CPU, 128 on CUDA. ``max_call_ms``: while a long request (more than
-    ``max_windows`` windows) is in flight, fewer windows go into a call when, at the model's
+    ``None``: 4 on CPU, 128 on CUDA. ``max_call_ms``: while a long request (more than 4 times
+    ``max_windows`` windows waiting) is in flight, fewer windows go into a call when, at the model's
     measured speed, more would take longer than this (always at least one): what a short request
     waits for a call in progress. ``None``: 50 ms on CPU (a tiny model still fills its calls; a
     base-size one runs about one full 384-token window per call), no limit on CUDA; ``0``: no
@@ -126,6 +126,11 @@ class BatchSettings:
             max_wait_ms=self.max_wait_ms if self.max_wait_ms is not None else wait,
         )
 
+
+# a request is long, and calls are bounded in time while it is in flight, when more than this many
+# calls' worth of its windows wait (16 on CPU): a question over a search's top passages (a handful
+# of windows each) is not long, a context of tens of kilobytes is
+LONG_FACTOR = 4
 
 Call = list[tuple[Any, list[Batch]]]
 """One inference call: ``(job, units)``, each unit a :class:`Batch` of the job's window indices."""
@@ -364,7 +369,8 @@ class Scheduler:
         count = widest = 0
         # the time bound matters while a long request is in flight: its windows would fill every
         # call; short requests alone fill calls up to max_windows (fewer, longer calls: throughput)
-        bounded = self.max_call_s is not None and any(f.waiting > self.max_windows for f in self._rotation)
+        long = LONG_FACTOR * self.max_windows
+        bounded = self.max_call_s is not None and any(f.waiting > long for f in self._rotation)
         while self._rotation:
             flight = self._rotation[0]
             unit = flight.units[0]
