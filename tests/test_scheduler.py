@@ -30,9 +30,11 @@ class FakeJob:
     name: str
     n: int
     done: list[int] = field(default_factory=list)
+    widths: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        self.windows = [FakeWindow(np.zeros(8 + i, dtype=np.int64)) for i in range(self.n)]
+        widths = self.widths or tuple(8 + i for i in range(self.n))
+        self.windows = [FakeWindow(np.zeros(w, dtype=np.int64)) for w in widths]
 
 
 class Recorder:
@@ -93,6 +95,26 @@ def test_round_robin_one_window_per_request_per_turn():
     assert run.calls[1] == [("a", [4]), ("b", [0]), ("c", [0]), ("a", [5])]
     assert run.calls[2] == [("b", [1]), ("c", [1]), ("b", [2, 3])]
     assert run.calls[3] == [("b", [4, 5])]
+
+
+def test_with_max_padding_a_call_takes_windows_of_about_one_width_and_passed_ones_go_first():
+    run = Recorder()
+    run.gate.clear()
+    s = scheduler(run, max_padding=0.1)
+    first = s.submit(FakeJob("first", 1))
+    assert run.started.wait(10)
+    jobs = [("a", (300,)), ("b", (100,)), ("c", (290,)), ("d", (110,)), ("e", (120, 305))]
+    futures = [s.submit(FakeJob(name, len(w), widths=w)) for name, w in jobs]
+    run.gate.set()
+    for f in (first, *futures):
+        f.result(10)
+    s.close()
+    # a (300) heads call 1: b (100) and d (110) would pad it by half, c (290) does not; e's first
+    # window (120) would too. b, d and e keep their turn, ahead of those taken, and head call 2;
+    # e's second window (305) waits for call 3
+    assert run.calls[1] == [("a", [0]), ("c", [0])]
+    assert run.calls[2] == [("b", [0]), ("d", [0]), ("e", [0])]
+    assert run.calls[3] == [("e", [1])]
 
 
 def test_a_stream_of_small_requests_does_not_starve_a_large_one():

@@ -17,7 +17,7 @@ from ._async import AsyncFront
 from ._buckets import Batch, plan_batches, resolve_buckets
 from ._documents import DocumentAnswer, ReaderOptions, as_documents, tokenizable
 from ._pipeline import DocumentsJob, Job, PairsJob, Result, StageHook, finish, run_call, run_jobs, run_planned
-from ._scheduler import BatchSettings, Call, Scheduler
+from ._scheduler import CALL_PADDING, BatchSettings, Call, Scheduler
 from ._session import Engine, SessionSettings, default_threads, resolve_device
 from ._variants import pick_precision
 from ._windows import Windower, check_text
@@ -356,6 +356,7 @@ class QuestionAnswerer:
             max_queue_windows=settings.max_queue_windows,
             max_request_windows=settings.max_request_windows,
             coalesce=self._batch_invariant,
+            max_padding=CALL_PADDING[self.device],
             units=self._units_alone,
             on_call=self._notify_call,
         )

@@ -18,6 +18,11 @@ request to the back while it has windows left, until the call is full. So
   stream of short ones (which shortest-remaining-first would need aging to prevent), and its
   latency grows with the number of requests it shares the model with, no more;
 - concurrent short requests still share calls, so throughput under load is that of full calls.
+  On CPU, where padding costs like any token, a window that would pad the call by more than
+  10% is passed over for this call and keeps its place in the rotation,
+  ahead of those taken (a call is filled from windows of about the same length: the head's
+  window and those of similar width further back). The head's window is always taken, so a
+  request still waits at most one call per request ahead of it in the rotation.
 
 A request's windows are decoded as their calls finish and its answers assembled after its last
 one: for batch-invariant variants they are exactly its answers alone. A variant that is not
@@ -56,6 +61,12 @@ __all__ = ["BatchSettings", "Call", "Scheduler", "Slot"]
 _DEFAULTS = {"cpu": (4, 0.0), "cuda": (128, 2.0)}
 # per device: about how long one call may take while requests compete (see BatchSettings.max_call_ms)
 _CALL_MS = {"cpu": 50.0, "cuda": None}
+# per device: how much padding a call may add to the tokens its windows hold (Scheduler's max_padding).
+# On CPU padding is computed like any token: windows of questions over a search's passages vary from
+# ~100 to 384 tokens, and 4 of them taken in turn from different requests would pad by a third
+# (measured on SQuAD passages, BENCHMARKS.md, Serving); a window that would pad the call too much
+# waits for the next one, first in it. On CUDA padding is nearly free and widths are bucketed anyway.
+CALL_PADDING: dict[str, float | None] = {"cpu": 0.1, "cuda": None}
 # windows that may wait, admitted and not yet run: see BatchSettings
 DEFAULT_MAX_QUEUE_WINDOWS = 4096
 # a request larger than max_queue_windows is admitted when nothing else waits, up to this many times it:
@@ -170,8 +181,10 @@ class Scheduler:
     ``run_call(call) -> windows run`` runs one inference call and decodes it into its jobs;
     ``finish(job)`` gives a job's result once all of its windows are decoded. ``units(job)`` cuts a
     job into the batches it must run as when ``coalesce`` is False (each a call of its own);
-    otherwise every window is a unit. ``on_call(requests, windows, seconds)`` is told about every
-    call.
+    otherwise every window is a unit. ``max_padding``: a window joins a call (other than as its
+    first) only while the call's padded tokens stay within ``1 + max_padding`` times the tokens its
+    windows hold; ``None``: no such limit. ``on_call(requests, windows, seconds)`` is told about
+    every call.
     """
 
     def __init__(
@@ -186,13 +199,14 @@ class Scheduler:
         max_queue_windows: int,
         max_request_windows: int | None = None,
         coalesce: bool = True,
+        max_padding: float | None = None,
         units: Callable[[Any], list[Batch]] | None = None,
         on_call: Callable[[int, int, float], None] | None = None,
         name: str = "onnxqa-scheduler",
     ) -> None:
         self._run_call, self._finish, self._units, self._on_call = run_call, finish, units, on_call
         self.max_windows, self.max_wait_s, self.coalesce = max_windows, max_wait_s, coalesce
-        self.max_call_s = max_call_s
+        self.max_call_s, self.max_padding = max_call_s, max_padding
         self._seconds_per_token: float | None = None  # the model's measured speed, for max_call_s
         self.max_queue, self.max_queue_windows, self.max_request_windows = (
             max_queue,
@@ -366,7 +380,8 @@ class Scheduler:
 
     def _fill(self) -> list[tuple[_Flight, list[Batch]]]:
         taken: list[tuple[_Flight, list[Batch]]] = []
-        count = widest = 0
+        passed: list[_Flight] = []  # requests passed over for this call: they keep their turn
+        count = widest = tokens = 0
         # the time bound matters while a long request is in flight: its windows would fill every
         # call; short requests alone fill calls up to max_windows (fewer, longer calls: throughput)
         long = LONG_FACTOR * self.max_windows
@@ -381,6 +396,9 @@ class Scheduler:
                 or (bounded and self._too_long(count + size, max(widest, unit.width)))
             ):
                 break
+            if taken and self._pads_too_much(count + size, max(widest, unit.width), tokens + size * unit.width):
+                passed.append(self._rotation.popleft())
+                continue
             self._rotation.popleft()
             flight.units.popleft()
             flight.waiting -= size
@@ -388,6 +406,7 @@ class Scheduler:
             self._waiting -= size
             count += size
             widest = max(widest, unit.width)
+            tokens += size * unit.width
             if taken and taken[-1][0] is flight:
                 taken[-1][1].append(unit)
             else:
@@ -398,7 +417,13 @@ class Scheduler:
                 flight.slot.release()  # all of its windows have started
             if not self.coalesce:
                 break
+        self._rotation.extendleft(reversed(passed))  # first in the next call
         return taken
+
+    def _pads_too_much(self, windows: int, width: int, tokens: int) -> bool:
+        """Whether a call of ``windows`` windows padded to ``width`` would compute more than
+        ``1 + max_padding`` times the ``tokens`` its windows hold."""
+        return self.max_padding is not None and windows * width > (1 + self.max_padding) * tokens
 
     def _too_long(self, windows: int, width: int) -> bool:
         """Whether a call of ``windows`` windows padded to ``width`` would take longer than max_call_s."""
