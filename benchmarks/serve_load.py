@@ -13,7 +13,7 @@ directory, or ``--model-dir`` names an exported directory), in one process on on
   2. `onnxqa serve` started on 127.0.0.1 as a subprocess; for 1, 8 and 64 clients (each phase
      bounded by a request count and a time limit) every client sends POST /v1/answer over one
      keep-alive connection; every answer is compared with the embedded one; the server's resident
-     memory (RSS) is sampled throughout.
+     memory (RSS, with its worker processes summed) is sampled throughout.
 Reports latency, requests/s, errors, answers not identical to the embedded API's, and server RSS
 at the start, the end and its growth over the second half. One client's latency is compared with
 the embedded call's over the same questions (SQuAD's contexts grow longer along the file, so p50s
@@ -190,7 +190,15 @@ def served(
     t0 = time.monotonic()
 
     def sample_rss() -> None:
-        rss.append((round(time.monotonic() - t0, 2), round(server.memory_info().rss / 2**20, 2)))
+        # the server and its worker processes (--workers), each one's resident set summed
+        tree = [server, *server.children(recursive=True)]
+        total = 0
+        for process in tree:
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        rss.append((round(time.monotonic() - t0, 2), round(total / 2**20, 2)))
 
     bodies = [json.dumps({"question": q, "context": c}).encode() for q, c in pairs]
     try:

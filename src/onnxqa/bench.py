@@ -42,6 +42,7 @@ def machine_facts() -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "avx512_vnni": "avx512_vnni" in flags,
         "avx2": "avx2" in flags,
+        "amx_int8": "amx_int8" in flags,
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
