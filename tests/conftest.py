@@ -35,6 +35,15 @@ SEEDS = (
     "bert-tiny-finetuned-squadv2",
 )
 REFERENCE = "minilm-l6-squad-ref"
+# the families beyond the seeds, as exported by the tests: name -> (families.py family, with tokenizer.json)
+FAMILY_CHECKPOINTS = {
+    "xlm-roberta": ("xlm-roberta", True),
+    "xlm-roberta-spm": ("xlm-roberta", False),
+    "deberta-v3": ("deberta-v3", True),
+    "mdeberta-v3-spm": ("mdeberta-v3", False),
+    "electra": ("electra", True),
+    "mobilebert": ("mobilebert", True),
+}
 SKIP_REASON = f"{SHARED} not found: the seed configs, reference model and SQuAD data live in ../shared beside the repo"
 
 
@@ -62,12 +71,26 @@ class _Store:
         self.exports: dict[str, Path] = {}
 
     def checkpoint(self, name: str) -> Path:
+        if name in FAMILY_CHECKPOINTS:
+            family, with_json = FAMILY_CHECKPOINTS[name]
+            return self.family(family, with_json=with_json)
         if name not in self.checkpoints:
             if name == REFERENCE:
                 self.checkpoints[name] = shared_path("models", REFERENCE)
             else:
                 self.checkpoints[name] = make_checkpoint(shared_path("seeds", name), self.base / "ckpt" / name)
         return self.checkpoints[name]
+
+    def family(self, name: str, *, with_json: bool = True) -> Path:
+        """A 2-layer checkpoint of a family beyond the seeds (``families.py``); ``with_json=False``:
+        its tokenizer as a SentencePiece model only, as several hub repositories ship it."""
+        key = name if with_json else f"{name}-spm"
+        if key not in self.checkpoints:
+            from families import build_checkpoint
+
+            shared_path("data", "squad", "dev-v2.0.json")  # the tokenizer's training text
+            self.checkpoints[key] = build_checkpoint(name, SHARED, self.base / "ckpt" / key, with_json=with_json)
+        return self.checkpoints[key]
 
     def exported(self, name: str, int8: str = "static") -> Path:
         key = name if int8 == "static" else f"{name}-{int8}"
@@ -80,6 +103,8 @@ class _Store:
             # reference model's int8 accuracy at the defaults is measured by benchmarks/int8_variants.py
             if name == SEEDS[-1]:
                 check, calibrate = 200, 200
+            elif name in FAMILY_CHECKPOINTS:
+                check, calibrate = 40, 16
             elif name == REFERENCE:
                 check, calibrate = 60, 50
             else:

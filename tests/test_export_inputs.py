@@ -8,7 +8,6 @@ import pickle
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -207,20 +206,19 @@ def test_int8_check_records_its_limits(tiny):
     assert check["mean_rel_diff"] <= check["limits"]["max_rel_diff"]
 
 
-def test_a_failed_variant_is_kept_marked_and_never_auto_picked(checkpoint, tmp_path, monkeypatch):
+def test_a_failed_variant_is_not_written_and_its_rejection_recorded(checkpoint, tmp_path, monkeypatch):
     from onnxqa.export import _checks
 
     impossible = _checks.Limits(min_agreement=1.01, max_rel_diff=0.1)  # no int8 can pass this
     monkeypatch.setitem(_checks.LIMITS, "int8", impossible)
-    with pytest.warns(UserWarning, match="int8 variant failed its check"):
+    with pytest.warns(UserWarning, match="int8 variant failed its check.*not written"):
         manifest = export(str(checkpoint), tmp_path / "m", ExportConfig(check_pairs=20, progress=False))
-    check = manifest["variants"]["int8"]["validation"]
+    assert "int8" not in manifest["variants"] and not (tmp_path / "m" / "model.int8.onnx").exists()
+    check = manifest["rejected"]["int8"]["validation"]
     assert check["status"] == "failed" and check["failed_because"]
-    assert onnxqa.load(tmp_path / "m", device="cpu").precision == "fp32"
-    with pytest.warns(UserWarning, match="failed its check"):
-        assert onnxqa.load(tmp_path / "m", device="cpu", precision="int8").precision == "int8"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # once per model directory and precision
+    assert json.loads((tmp_path / "m" / "onnxqa.json").read_text())["rejected"]["int8"]["validation"] == check
+    assert onnxqa.load(tmp_path / "m", device="cpu").precision == "fp32"  # the CPU default is a validated one
+    with pytest.raises(onnxqa.ModelLoadError, match="int8 variant .* failed its check .* not written"):
         onnxqa.load(tmp_path / "m", device="cpu", precision="int8")
 
 

@@ -106,7 +106,7 @@ class _Http:
         return r.json()["answers"]
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", [*SEEDS, "xlm-roberta", "deberta-v3"])
 def test_answers_equal_haystack_reader(seed, store, squad_v2):
     calibration = CALIBRATION.get(seed, 0.1)
     reference = torch_reader(store.checkpoint(seed), calibration_factor=calibration)

@@ -31,6 +31,8 @@ from .._paths import check_not_overlapping, is_model_dir
 from .._progress import Steps
 from ..runtime import Windower
 from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
+from ._families import FUSIONS, family_of
+from ._io import data_file, is_large
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
 from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
 from ._source import Checkpoint, load_checkpoint, resolve
@@ -38,8 +40,8 @@ from ._source import Checkpoint, load_checkpoint, resolve
 __all__ = ["ExportConfig", "export", "quantize_int8"]
 
 # fused operators that prove the optimizer recognised attention and layer norm
-ATTENTION_OPS = ("Attention", "MultiHeadAttention")
-LAYERNORM_OPS = ("SkipLayerNormalization", "LayerNormalization", "EmbedLayerNormalization")
+ATTENTION_OPS = FUSIONS["attention"]
+LAYERNORM_OPS = FUSIONS["layer norm"]
 _COUNTED = (
     ATTENTION_OPS
     + LAYERNORM_OPS
@@ -179,8 +181,7 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
     with steps.step("optimizing for CPU (fused attention, layer norm, GELU)"):
         fused = _optimize(raw_model, manifest, work / FP32_FILE, use_gpu=False)
         steps.note(", ".join(f"{k} {v}" for k, v in fused.items()))
-        if not any(fused.get(op) for op in ATTENTION_OPS) or not any(fused.get(op) for op in LAYERNORM_OPS):
-            raise ExportError(f"the optimizer fused no attention or layer norm ({fused}); graph not recognised")
+        _check_fusions(ckpt.config.model_type, fused)
     windower = Windower((work / TOKENIZER_FILE).read_text(encoding="utf-8"), manifest["tokenizer"]["cls_token_id"])
     uses_types = manifest["architecture"]["uses_token_type_ids"]
     with steps.step("validating fp32 against PyTorch on the bundled question/context pairs"):
@@ -204,10 +205,18 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
             if result["finite"]
             else f"{precision}: non-finite logits: failed"
         )
-        if result["status"] != "passed":
+        if result["status"] == "failed":  # never shipped: its files go, the manifest says why
+            entry = manifest["variants"].pop(precision)
+            for f in [entry["file"], *(part["file"] for part in entry.get("external_data", []))]:
+                (work / f).unlink()
+            manifest.setdefault("rejected", {})[precision] = {
+                k: v for k, v in entry.items() if k in ("precision", "quantization", "validation")
+            }
+            _write_manifest(work, manifest)
             warnings.warn(
                 f"the {precision} variant failed its check against fp32 ({'; '.join(result['failed_because'])}): "
-                f"it is kept but marked failed, and precision='auto' will not pick it",
+                f"it was not written; the model directory keeps the variants that passed "
+                f"({', '.join(manifest['variants'])}), and its manifest records why under 'rejected'",
                 stacklevel=4,
             )
 
@@ -230,7 +239,11 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
                 }
                 steps.note("fp16 not validated: no CUDA execution provider here")
 
-    if "fp32" not in config.precisions:  # fp32 was the validated base of the others; drop its file
+    if "fp32" not in config.precisions and len(manifest["variants"]) == 1:
+        warnings.warn("no requested variant passed its check: the directory keeps the fp32 variant", stacklevel=3)
+    elif "fp32" not in config.precisions:  # fp32 was the validated base of the others; drop its files
+        for f in manifest["variants"]["fp32"].get("external_data", []):
+            (work / f["file"]).unlink()
         (work / FP32_FILE).unlink()
         del manifest["variants"]["fp32"]
     shutil.rmtree(work / "raw")
@@ -283,17 +296,24 @@ def _new_manifest(ckpt: Checkpoint, work: Path) -> dict[str, Any]:
     }
 
 
+def _check_fusions(model_type: str, fused: dict[str, int]) -> None:
+    """The fusions the family's entry expects must all be there: else the graph was not recognised."""
+    family = family_of(model_type)
+    missing = [kind for kind in family.fusions if not any(fused.get(op) for op in FUSIONS[kind])]
+    if missing:
+        raise ExportError(
+            f"the optimizer fused no {' or '.join(missing)} in this {family.name} graph ({fused}); graph not recognised"
+        )
+
+
 def _architecture(config: Any) -> dict[str, Any]:
-    mt = config.model_type
-    if mt == "distilbert":
-        layers, heads, hidden = config.n_layers, config.n_heads, config.dim
-    else:
-        layers, heads, hidden = config.num_hidden_layers, config.num_attention_heads, config.hidden_size
+    family = family_of(config.model_type)
+    layers, heads, hidden = family.dims(config)
     positions = config.max_position_embeddings
-    if mt == "roberta":  # positions start after the padding index
+    if family.position_offset:  # positions start after the padding index
         positions -= config.pad_token_id + 1
     return {
-        "model_type": mt,
+        "model_type": config.model_type,
         "num_layers": int(layers),
         "num_heads": int(heads),
         "hidden_size": int(hidden),
@@ -333,7 +353,7 @@ def _optimized(raw_model: Path, manifest: dict[str, Any], use_gpu: bool) -> Any:
         warnings.simplefilter("ignore")
         return optimize_model(
             str(raw_model),
-            model_type="bert",
+            model_type=family_of(arch["model_type"]).optimizer,
             num_heads=arch["num_heads"],
             hidden_size=arch["hidden_size"],
             opt_level=0,
@@ -344,8 +364,14 @@ def _optimized(raw_model: Path, manifest: dict[str, Any], use_gpu: bool) -> Any:
 def _optimize(raw_model: Path, manifest: dict[str, Any], out: Path, use_gpu: bool) -> dict[str, int]:
     """onnxruntime's transformer optimizer (fusions only); the fused-operator counts."""
     opt = _optimized(raw_model, manifest, use_gpu)
-    opt.save_model_to_file(str(out))
+    _save_optimized(opt, out)
     return _fused_counts(opt.model)
+
+
+def _save_optimized(opt: Any, out: Path) -> None:
+    """The optimizer's graph (its save adds the com.microsoft opset its fused operators need),
+    with external data when it is over 2 GB."""
+    opt.save_model_to_file(str(out), use_external_data_format=is_large(opt.model))
 
 
 def _validate_fp32(
@@ -407,7 +433,14 @@ def _quantize(
     if config.int8 == "static":
         pairs, record = _calibration_set(config)
         feeds = model_inputs(windower, pairs, uses_types)
-        done = quantize_static_int8(work / FP32_FILE, work / INT8_FILE, feeds, calibration=config.calibration_method)
+        family = family_of(manifest["architecture"]["model_type"])
+        done = quantize_static_int8(
+            work / FP32_FILE,
+            work / INT8_FILE,
+            feeds,
+            calibration=config.calibration_method,
+            keep_fragments=family.int8_keep_fp32,
+        )
         quantization = {
             "method": "static",
             "format": "QDQ MatMuls, QAttention",
@@ -416,26 +449,35 @@ def _quantize(
             "calibration": {**record, "windows": len(feeds)},
             "int8": f"{done['attention']} attention QKV projections, {done['matmuls']} MatMuls",
             "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha {SMOOTH_ALPHA})",
-            "kept_fp32": f"{done['kept_fp32']} QA output head MatMul",
+            "kept_fp32": _kept_text(done["kept"]),
         }
     else:
-        kept = quantize_dynamic_int8(work / FP32_FILE, work / INT8_FILE)
+        kept = quantize_dynamic_int8(
+            work / FP32_FILE, work / INT8_FILE, family_of(manifest["architecture"]["model_type"]).int8_keep_fp32
+        )
         quantization = {
             "method": "dynamic",
             "weights": "int8, per channel",
             "activations": "uint8, per tensor, at run time",
-            "kept_fp32": f"{len(kept)} feed-forward output MatMuls (inputs after GELU)",
+            "kept_fp32": f"{len(kept)} MatMuls: feed-forward outputs (inputs after GELU), products of two activations",
         }
-    entry = _variant_entry(work, INT8_FILE, "int8", opset, _fused_counts(onnx.load(work / INT8_FILE)))
+    entry = _variant_entry(
+        work, INT8_FILE, "int8", opset, _fused_counts(onnx.load(work / INT8_FILE, load_external_data=False))
+    )
     entry["quantization"] = quantization
     manifest["variants"]["int8"] = entry
     _write_manifest(work, manifest)
 
 
+def _kept_text(kept: dict[str, int]) -> str:
+    what = {"head": "QA output head", "activations": "products of two activations", "family": "kept by the family"}
+    return ", ".join(f"{n} {what[k]} MatMul{'s' if n != 1 else ''}" for k, n in kept.items() if n) or "none"
+
+
 def _to_fp16(raw_model: Path, work: Path, manifest: dict[str, Any], opset: int) -> None:
     gpu = _optimized(raw_model, manifest, use_gpu=True)
     gpu.convert_float_to_float16(keep_io_types=True)
-    gpu.save_model_to_file(str(work / FP16_FILE))
+    _save_optimized(gpu, work / FP16_FILE)
     manifest["variants"]["fp16"] = _variant_entry(work, FP16_FILE, "fp16", opset, _fused_counts(gpu.model))
     _write_manifest(work, manifest)
 
@@ -445,7 +487,7 @@ def _write_manifest(work: Path, manifest: dict[str, Any]) -> None:
 
 
 def _variant_entry(work: Path, file: str, precision: str, opset: int, fused: dict[str, int]) -> dict[str, Any]:
-    return {
+    entry: dict[str, Any] = {
         "file": file,
         "precision": precision,
         "sha256": sha256_file(work / file),
@@ -453,6 +495,10 @@ def _variant_entry(work: Path, file: str, precision: str, opset: int, fused: dic
         "opset": opset,
         "fused_ops": fused,
     }
+    data = data_file(work / file)
+    if data.exists():  # a graph over 2 GB: its tensors in one file beside it, hashed like the graph
+        entry["external_data"] = [{"file": data.name, "sha256": sha256_file(data), "bytes": data.stat().st_size}]
+    return entry
 
 
 def _fused_counts(onnx_model: Any) -> dict[str, int]:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ._io import is_large, save_onnx, session_source
+
 __all__ = ["CALIBRATIONS", "SMOOTH_ALPHA", "quantize_dynamic_int8", "quantize_static_int8"]
 
 CALIBRATIONS = ("minmax", "percentile")
@@ -79,6 +81,26 @@ def _uint8_qparams(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array(scale, np.float32), np.array(zero, np.uint8)
 
 
+def kept_matmuls(graph: Any, fragments: Sequence[str] = ()) -> dict[str, list[str]]:
+    """The MatMuls int8 leaves in fp32, by reason: the QA output head (tiny, and its output is the
+    answer); products of two activations (attention scores and their use where attention is not
+    fused, as in DeBERTa: no weight to quantize per channel, and a range that moves with the
+    input); and those whose names contain one of ``fragments`` (a family's own choice)."""
+    constants = {i.name for i in graph.initializer}
+    constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    kept: dict[str, list[str]] = {"head": [], "activations": [], "family": []}
+    for n in graph.node:
+        if n.op_type != "MatMul":
+            continue
+        if _QA_HEAD in n.name:
+            kept["head"].append(n.name)
+        elif n.input[1] not in constants:
+            kept["activations"].append(n.name)
+        elif any(f in n.name for f in fragments):
+            kept["family"].append(n.name)
+    return kept
+
+
 def _calibrator_options(calibration: str, percentile: float) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     from onnxruntime.quantization import CalibrationMethod
 
@@ -87,7 +109,9 @@ def _calibrator_options(calibration: str, percentile: float) -> tuple[Any, dict[
     return CalibrationMethod.MinMax, {}, {}
 
 
-def _attention_ranges(model_path: Path, feeds: Any, calibration: str, percentile: float) -> dict[str, tuple]:
+def _attention_ranges(
+    model_path: Path, feeds: Any, calibration: str, percentile: float, large: bool
+) -> dict[str, tuple]:
     """Calibrated (min, max) of every Attention node's input."""
     from onnxruntime.quantization.calibrate import create_calibrator
 
@@ -98,6 +122,7 @@ def _attention_ranges(model_path: Path, feeds: Any, calibration: str, percentile
             op_types_to_calibrate=["Attention"],
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=method,
+            use_external_data_format=large,
             extra_options=options,
         )
         calibrator.collect_data(feeds)
@@ -159,7 +184,8 @@ def _channel_absmax(model: Any, tensors: list[str], feeds: Any) -> dict[str, np.
     probe = type(model)()
     probe.CopyFrom(model)
     probe.graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as scratch:
+        session = ort.InferenceSession(session_source(probe, Path(scratch)), providers=["CPUExecutionProvider"])
     absmax = {t: np.zeros(0, np.float32) for t in tensors}
     while (feed := feeds.get_next()) is not None:
         for t, x in zip(tensors, session.run(tensors, feed)):
@@ -210,11 +236,13 @@ def quantize_static_int8(
     smooth_alpha: float | None = SMOOTH_ALPHA,
     reduce_range: bool = False,
     keep_fp32: Sequence[str] = (),
+    keep_fragments: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Static int8 of the optimized fp32 graph at ``fp32``, activation ranges calibrated on ``feeds``
     (batch-of-one model inputs), the GELU-fed MatMuls smoothed with ``smooth_alpha`` (None: not
     smoothed). ``reduce_range``: 7-bit weights; ``keep_fp32``: names of further MatMuls to leave in
-    fp32 (both for measurements). Returns the counts of what was quantized, smoothed and kept in fp32."""
+    fp32 (both for measurements); ``keep_fragments``: the family's (see :func:`kept_matmuls`).
+    Returns the counts of what was quantized, smoothed and kept in fp32."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -225,22 +253,26 @@ def quantize_static_int8(
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model = onnx.load(fp32)
+        large = is_large(model)  # over 2 GB: every intermediate graph with external data
         names = _input_names(model)
         smoothed = 0 if smooth_alpha is None else _smooth_gelu_inputs(model, _Feeds(feeds, names), smooth_alpha)
-        onnx.save(_typed(model), work / "typed.onnx")
-        ranges = _attention_ranges(work / "typed.onnx", _Feeds(feeds, names), calibration, percentile)
+        save_onnx(_typed(model), work / "typed.onnx")
+        del model
+        ranges = _attention_ranges(work / "typed.onnx", _Feeds(feeds, names), calibration, percentile, large)
         quantize_dynamic(
             work / "typed.onnx",
             work / "attention.onnx",
             per_channel=True,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["Attention"],
+            use_external_data_format=large,
         )
         model = onnx.load(work / "attention.onnx")
         attention = _static_attention(model, ranges)
-        onnx.save(_typed(model), work / "attention.onnx")
-        head = [n.name for n in model.graph.node if n.op_type == "MatMul" and _QA_HEAD in n.name]
-        head += list(keep_fp32)
+        large = is_large(model)
+        save_onnx(_typed(model), work / "attention.onnx")
+        kept = kept_matmuls(model.graph, keep_fragments)
+        head = kept["head"] + kept["activations"] + kept["family"] + list(keep_fp32)
         quantize_static(
             work / "attention.onnx",
             work / "static.onnx",
@@ -253,17 +285,24 @@ def quantize_static_int8(
             nodes_to_exclude=head,
             calibrate_method=method,
             reduce_range=reduce_range,
+            use_external_data_format=large,
             extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"], **quantizer_options},
         )
         model = onnx.load(work / "static.onnx")
         _residuals_to_fp32(model)
         model.ir_version = min(model.ir_version, 10)  # onnxruntime reads up to 13; onnx may write newer
-        onnx.save(model, out)
+        save_onnx(model, out)
     matmuls = sum(n.op_type == "MatMul" for n in model.graph.node)
-    return {"attention": attention, "matmuls": matmuls - len(head), "kept_fp32": len(head), "smoothed": smoothed}
+    return {
+        "attention": attention,
+        "matmuls": matmuls - len(head),
+        "kept_fp32": len(head),
+        "kept": {k: len(v) for k, v in kept.items()},
+        "smoothed": smoothed,
+    }
 
 
-def quantize_dynamic_int8(fp32: Path, out: Path) -> list[str]:
+def quantize_dynamic_int8(fp32: Path, out: Path, keep_fragments: Sequence[str] = ()) -> list[str]:
     """Dynamic int8 quantization, per-channel weights; the MatMuls fed by GELU stay fp32.
 
     The variant shipped before static quantization (``int8="dynamic"``). Activation scales are
@@ -278,10 +317,14 @@ def quantize_dynamic_int8(fp32: Path, out: Path) -> list[str]:
     graph = onnx.load(fp32, load_external_data=False).graph
     gelu_out = {o for n in graph.node if n.op_type in ("Gelu", "BiasGelu", "FastGelu") for o in n.output}
     kept = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] in gelu_out and n.name]
+    by_rule = kept_matmuls(graph, keep_fragments)
+    kept += [name for name in by_rule["activations"] + by_rule["family"] if name not in kept]
     _quiet()
+    large = is_large(onnx.load(fp32))
     quantize_dynamic(
         fp32,
         out,
+        use_external_data_format=large,
         per_channel=True,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=kept,

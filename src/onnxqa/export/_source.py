@@ -11,15 +11,17 @@ from typing import Any
 
 from .._errors import ExportError
 from .._manifest import sha256_file
+from ._families import FAMILIES, family_of, supported_model_types
 
 __all__ = ["Checkpoint", "load_checkpoint", "resolve"]
 
-SUPPORTED = ("bert", "roberta", "distilbert")
+SUPPORTED = supported_model_types()
 # single files, and shards as save_pretrained writes them (with their index files beside them)
 _WEIGHTS = re.compile(
     r"^(model\.safetensors|pytorch_model\.bin|model-\d+-of-\d+\.safetensors|pytorch_model-\d+-of-\d+\.bin)$"
 )
-_TOKENIZER_FILES = "tokenizer.json, or vocab.txt (BERT, DistilBERT) / vocab.json + merges.txt (RoBERTa)"
+# every file some family's tokenizer is made of (the hub download takes them all)
+_TOKENIZER_GROUPS = sorted({g for f in FAMILIES.values() for g in f.tokenizer_files})
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def weights_sha256(src: Path) -> str:
 
 def _has_tokenizer_files(path: Path) -> bool:
     names = {p.name for p in path.iterdir()}
-    return "tokenizer.json" in names or "vocab.txt" in names or {"vocab.json", "merges.txt"} <= names
+    return "tokenizer.json" in names or any(set(group) <= names for group in _TOKENIZER_GROUPS)
 
 
 def _load_config(src: Path) -> Any:
@@ -86,8 +88,7 @@ def _load_config(src: Path) -> Any:
         config = AutoConfig.from_pretrained(src)
     except Exception as exc:  # transformers raises ValueError, OSError, JSON errors, KeyError ...
         raise ExportError(f"{src}/config.json cannot be read as a model config ({type(exc).__name__}: {exc})") from exc
-    if config.model_type not in SUPPORTED:
-        raise ExportError(f"model type {config.model_type!r} is not supported; onnxqa exports {', '.join(SUPPORTED)}")
+    family_of(config.model_type)  # an ExportError naming the supported types
     architectures = getattr(config, "architectures", None) or []
     if architectures and not any(a.endswith("ForQuestionAnswering") for a in architectures):
         raise ExportError(
@@ -97,13 +98,15 @@ def _load_config(src: Path) -> Any:
     return config
 
 
-def _load_tokenizer(path: Path, pass_flag: bool) -> Any:
+def _load_tokenizer(path: Path, pass_flag: bool, family: Any) -> Any:
+    """The fast tokenizer of ``path``: its tokenizer.json, or one that transformers' own converter
+    builds from the slow tokenizer's files (a SentencePiece model, a WordPiece or BPE vocabulary)."""
     from transformers import AutoTokenizer
 
     if not _has_tokenizer_files(path):
         hint = "pass --tokenizer PATH_OR_ID (tokenizer=... in ExportConfig) to take them from the base model"
         raise ExportError(
-            f"{path} has no tokenizer files ({_TOKENIZER_FILES}, usually with tokenizer_config.json): "
+            f"{path} has no tokenizer files ({family.tokenizer_hint()}, usually with tokenizer_config.json): "
             + (
                 f"copy them there from the model it was trained from, or {hint}"
                 if pass_flag
@@ -111,11 +114,29 @@ def _load_tokenizer(path: Path, pass_flag: bool) -> Any:
             )
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
-        raise ExportError(f"the tokenizer files in {path} cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        hint = ""
+        if isinstance(exc, (ImportError, ValueError)) and "sentencepiece" in str(exc).lower() + type(exc).__name__:
+            hint = "; converting a SentencePiece model needs sentencepiece and protobuf: pip install 'onnxqa[export]'"
+        raise ExportError(
+            f"the tokenizer files in {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}){hint}"
+        ) from exc
+    for w in caught:  # transformers' converter warns of what the fast tokenizer cannot reproduce
+        if "byte fallback" in str(w.message).lower() or "byte_fallback" in str(w.message).lower():
+            warnings.warn(
+                f"{path}: the SentencePiece model uses byte fallback, which the converted tokenizer.json does not "
+                "reproduce: characters missing from its vocabulary become the unknown token instead of bytes "
+                "(the transformers pipeline's fast tokenizer does the same)",
+                stacklevel=3,
+            )
     if not tokenizer.is_fast:
-        raise ExportError(f"{path} has no fast tokenizer (tokenizer.json); onnxqa needs one")
+        raise ExportError(
+            f"{path} has no fast tokenizer (tokenizer.json) and transformers could not convert its files to one; "
+            "onnxqa needs one"
+        )
     if tokenizer.padding_side != "right":
         raise ExportError(f"the tokenizer pads on the {tokenizer.padding_side}; onnxqa supports right padding only")
     return tokenizer
@@ -148,7 +169,7 @@ def load_checkpoint(source: str, src: Path, from_hub: bool, tokenizer_path: Path
     ``tokenizer_path`` when given, else from ``src``."""
     config = _load_config(src)
     tok_path = tokenizer_path if tokenizer_path is not None else src
-    tokenizer = _load_tokenizer(tok_path, pass_flag=tokenizer_path is None)
+    tokenizer = _load_tokenizer(tok_path, pass_flag=tokenizer_path is None, family=family_of(config.model_type))
     weights = weights_sha256(src)
     model = _load_model(src)
     return Checkpoint(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputError, ModelLoadError, ProviderError, RequestTooLargeError
-from .._manifest import batch_invariant, read_manifest, read_verified
+from .._manifest import batch_invariant, read_external_data, read_manifest, read_verified
 from ._answer import DEFAULT_BATCH, Answer, QAOptions
 from ._async import AsyncFront
 from ._buckets import Batch, plan_batches, resolve_buckets
@@ -75,7 +75,10 @@ class QuestionAnswerer:
         self.manifest = read_manifest(self.model_dir)
         self.device = resolve_device(device)
         variants = self.manifest["variants"]
-        self.precision = pick_precision(self.model_dir, variants, self.device, precision)
+        rejected = self.manifest.get("rejected")
+        self.precision = pick_precision(
+            self.model_dir, variants, self.device, precision, rejected if isinstance(rejected, dict) else None
+        )
         arch, tok = self.manifest["architecture"], self.manifest["tokenizer"]
         self._max_positions = int(arch["max_positions"])
         self._model_max_length = int(tok["model_max_length"])
@@ -110,6 +113,7 @@ class QuestionAnswerer:
                 # with buckets a CUDA engine sees few shapes: device buffers of their own for each
                 fixed_buffers=self.buckets is not None and self.device == "cuda",
             ),
+            external_data=read_external_data(self.model_dir, variant),
         )
         self._call_listeners: list[Callable[[int, int, float], None]] = []
         self._stage_listeners: list[StageHook] = []

@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,18 +162,20 @@ def external_data_locations(model: bytes) -> list[str]:
     return found
 
 
-def check_no_external_data(model: bytes) -> None:
-    """Refuse graphs whose weights live in other files, above all files outside the model directory."""
+def check_no_external_data(model: bytes, provided: Collection[str] = ()) -> None:
+    """Refuse graphs whose weights live in files other than ``provided`` (the external-data files
+    the manifest lists and hashes), above all files outside the model directory."""
     for location in external_data_locations(model):
         path = Path(location)
         if path.is_absolute() or ".." in path.parts:
             raise ModelLoadError(
                 f"the ONNX graph refers to external data {location!r} outside the model directory; refusing to load it"
             )
-        raise ModelLoadError(
-            f"the ONNX graph keeps weights in an external file ({location!r}); onnxqa loads "
-            "self-contained graphs only: re-export with `onnxqa export`"
-        )
+        if location not in provided:
+            raise ModelLoadError(
+                f"the ONNX graph keeps weights in an external file ({location!r}) that its manifest does not list "
+                "and hash; re-export with `onnxqa export`"
+            )
 
 
 class _CaptureRefused(Exception):
@@ -182,7 +185,9 @@ class _CaptureRefused(Exception):
 class Engine:
     """One inference session over a QA graph: feeds exactly the inputs the graph declares."""
 
-    def __init__(self, model: bytes, device: str, settings: SessionSettings) -> None:
+    def __init__(
+        self, model: bytes, device: str, settings: SessionSettings, external_data: dict[str, bytes] | None = None
+    ) -> None:
         if settings.cuda_graph and device != "cuda":
             raise ProviderError(f"CUDA graphs need device='cuda', not {device!r}")
         self.device = device
@@ -193,7 +198,9 @@ class Engine:
         fixed = settings.cuda_graph or settings.fixed_buffers
         self._slots: dict[tuple[int, ...], _Slot] | None = {} if fixed else None
         self._slots_lock = threading.Lock()
-        check_no_external_data(model)
+        # verified bytes of the graph's external-data files, handed to onnxruntime from memory
+        self._external = dict(external_data or {})
+        check_no_external_data(model, self._external)
         self._report = preload_cuda_libraries() if device == "cuda" else ""
         # a session per shape, its dimensions fixed: onnxruntime then folds the graph's shape
         # computations away, which it would otherwise run on the CPU (RoBERTa and DistilBERT
@@ -205,6 +212,8 @@ class Engine:
             self.shape_sessions = True
             self.session = self._create(model, graph=False)
         self._model = model if self.shape_sessions else None
+        if not self.shape_sessions:
+            self._external = {}  # onnxruntime copied the tensors; no further session needs them
         self.input_names = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         missing = {"input_ids", "attention_mask"} - set(self.input_names)
@@ -231,6 +240,16 @@ class Engine:
             for dim, size in zip(dims, shape):
                 if isinstance(dim, str):
                     opts.add_free_dimension_override_by_name(dim, size)
+        if self._external:
+            if not hasattr(opts, "add_external_initializers_from_files_in_memory"):
+                raise ModelLoadError(
+                    f"this graph keeps its weights in an external-data file, which onnxruntime {ort.__version__} "
+                    "cannot take from memory: upgrade onnxruntime"
+                )
+            names = list(self._external)
+            opts.add_external_initializers_from_files_in_memory(
+                names, [self._external[n] for n in names], [len(self._external[n]) for n in names]
+            )
         cuda: str | tuple[str, dict[str, str]] = (_CUDA, {"enable_cuda_graph": "1"}) if graph else _CUDA
         providers = [cuda, _CPU] if self.device == "cuda" else [_CPU]
         try:

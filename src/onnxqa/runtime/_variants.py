@@ -19,10 +19,13 @@ SUITED_PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}
 _warned: set[tuple[str, str]] = set()  # (model directory, precision) already warned about
 
 
-def pick_precision(model_dir: Path, variants: dict[str, Any], device: str, precision: str) -> str:
+def pick_precision(
+    model_dir: Path, variants: dict[str, Any], device: str, precision: str, rejected: dict[str, Any] | None = None
+) -> str:
     """The variant to load: an explicit ``precision``, or for ``"auto"`` the first of the device's
     candidates that passed its check at export; an unvalidated one only when none passed, a failed
-    one never while another exists. Choosing a variant that did not pass warns once."""
+    one never while another exists (exports since format 1's ``rejected`` record write no failed
+    variant at all). Choosing a variant that did not pass warns once."""
     if precision == "auto":
         present = [p for p in AUTO_PRECISION[device] if p in variants]
         if not present:
@@ -39,6 +42,15 @@ def pick_precision(model_dir: Path, variants: dict[str, Any], device: str, preci
         raise ProviderError(
             f"precision {precision!r} is not suited to device {device!r} (it is built for {other}); "
             f"on {device} use {' or '.join(SUITED_PRECISIONS[device])}"
+        )
+    elif precision not in variants and isinstance((rejected or {}).get(precision), dict):
+        why = rejected[precision].get("validation", {})  # type: ignore[index]
+        reasons = "; ".join(why.get("failed_because", [])) if isinstance(why, dict) else ""
+        raise ModelLoadError(
+            f"the {precision} variant of {model_dir} failed its check against fp32 at export"
+            + (f" ({reasons})" if reasons else "")
+            + f" and was not written (has: {', '.join(variants)}); see the docs' supported models page for this "
+            "family, or re-export with --int8 dynamic or --calibration FILE of your domain"
         )
     elif precision not in variants:
         raise ModelLoadError(
