@@ -390,3 +390,61 @@ def test_screenshot_of_a_documents_answer(browser, servers):
             assert browser.save_screenshot(str(SCREENSHOT))
         finally:
             browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _glyphs_missing(browser: Any, text: str) -> bool:
+    """Whether the page's font draws ``text`` as the box of a character no font has (U+10FFFD):
+    the same advance for every character of it means no font on this machine covers the script."""
+    return bool(
+        browser.execute_script(
+            "const c = document.createElement('canvas').getContext('2d');"
+            "c.font = getComputedStyle(document.querySelector('.passage')).font;"
+            "const box = c.measureText('\\u{10FFFD}').width;"
+            "return [...arguments[0]].every(ch => Math.abs(c.measureText(ch).width - box) < 0.01);",
+            text,
+        )
+    )
+
+
+def test_right_to_left_and_cjk_text(browser, servers):
+    """Arabic runs right to left in the question, the passages and the answers; Chinese and Hindi
+    are drawn with real glyphs (Debian's fonts, installed with the browser); highlights are the
+    API's spans, cut by code points. ONNXQA_SCREENSHOT=1 writes docs/assets/page-languages.png."""
+    from multilingual import PAIRS
+
+    documents = [PAIRS[3][1], PAIRS[0][1], PAIRS[4][1]]  # Arabic, Chinese, Hindi
+    question = PAIRS[3][0]
+    server = servers["open"]
+    _open(browser, server)
+    browser.find_element(*_by("#mode-documents")).click()
+    browser.find_element(*_by("#add-document")).click()
+    for area, text in zip(browser.find_elements(*_by("#documents textarea")), documents):
+        _set(area, text)
+    _set(browser.find_element(*_by("#question")), question)
+    browser.find_element(*_by("#submit")).click()
+    items = _answers_shown(browser)
+    body = {"question": question, "documents": documents, "top_k": 3, "no_answer": False}
+    api = server.api("/v1/answer/documents", body)
+    _check_against_api(browser, items, api, documents, documents=True)
+
+    def direction(css: str) -> list[str]:
+        return browser.execute_script(  # type: ignore[no-any-return]
+            "return [...document.querySelectorAll(arguments[0])].map(e => getComputedStyle(e).direction)", css
+        )
+
+    assert direction("#question") == ["rtl"]
+    assert direction("#documents textarea") == ["rtl", "ltr", "ltr"]
+    assert direction(".passage") == ["rtl", "ltr", "ltr"]
+    arabic = [a["document"] == 0 for a in api["answers"] if not a["is_impossible"]]
+    assert direction("#answers q") == ["rtl" if is_arabic else "ltr" for is_arabic in arabic]
+    for script, text in (("Chinese", documents[1]), ("Arabic", documents[0]), ("Devanagari", documents[2])):
+        if _glyphs_missing(browser, text[:6]):
+            _unavailable(f"no font draws {script} here (Debian: fonts-wqy-microhei, fonts-noto-core)")
+    if os.environ.get("ONNXQA_SCREENSHOT"):
+        browser.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
+        metrics = {"width": 1200, "height": 1100, "deviceScaleFactor": 1, "mobile": False}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        try:
+            assert browser.save_screenshot(str(SCREENSHOT.with_name("page-languages.png")))
+        finally:
+            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
