@@ -216,12 +216,15 @@ def build_checkpoint(
     with_json: bool = True,
     full_vocab: bool = False,
     seed: int = 0,
+    config_name: str | None = None,
 ) -> Path:
-    """A ``family`` QA checkpoint in ``out`` (see the module doc); ``layers=None``: as published."""
+    """A ``family`` QA checkpoint in ``out`` (see the module doc); ``layers=None``: as published;
+    ``config_name``: another of :data:`CONFIGS` than the family's."""
     import torch
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 
     name, kind = FAMILIES[family]
+    name = config_name or name
     out.mkdir(parents=True, exist_ok=True)
     size = _tokenizer(kind, shared, out, with_json)
     fields = dict(CONFIGS[name])

@@ -196,3 +196,17 @@ def test_onnxqa_batch_answers_multilingual_rows(store, tmp_path):
     for row, got in zip(rows, answered):
         best = qa(row["question"], row["context"])[0]
         assert (got["id"], got["answer"], got["start"], got["end"]) == (row["id"], best.text, best.start, best.end)
+
+
+def test_deberta_position_projections_are_computed_at_export(store):
+    """The relative-position embeddings' layer norm and each layer's query / key projections of
+    them depend on weights alone: folded into weights at export, before the fp32 check."""
+    import onnx
+
+    out = store.exported("deberta-v3")
+    manifest = json.loads((out / "onnxqa.json").read_text())
+    assert manifest["graph_passes"]["fold_constant_subgraphs"] > 0
+    graph = onnx.load(out / "model.fp32.onnx", load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    assert not [n.name for n in graph.node if n.op_type == "MatMul" and all(i in weights for i in n.input)]
+    assert manifest["variants"]["fp32"]["validation"]["status"] == "passed"

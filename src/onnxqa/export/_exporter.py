@@ -33,6 +33,7 @@ from ..runtime import Windower
 from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
 from ._families import FUSIONS, family_of
 from ._io import data_file, is_large
+from ._passes import run_passes
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
 from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
 from ._source import Checkpoint, load_checkpoint, resolve
@@ -362,8 +363,11 @@ def _optimized(raw_model: Path, manifest: dict[str, Any], use_gpu: bool) -> Any:
 
 
 def _optimize(raw_model: Path, manifest: dict[str, Any], out: Path, use_gpu: bool) -> dict[str, int]:
-    """onnxruntime's transformer optimizer (fusions only); the fused-operator counts."""
+    """onnxruntime's transformer optimizer (fusions only), then on the CPU graph onnxqa's own
+    passes (recorded in the manifest); the fused-operator counts."""
     opt = _optimized(raw_model, manifest, use_gpu)
+    if not use_gpu:
+        manifest["graph_passes"] = run_passes(opt.model)
     _save_optimized(opt, out)
     return _fused_counts(opt.model)
 
