@@ -120,6 +120,8 @@ def matmul_peak(precision: str, seconds: float = 3.0) -> float:
 def window_flops(arch: dict[str, int], n: int) -> float:
     """Multiply-adds x 2 of one encoder pass over ``n`` tokens (projections, FFN, attention)."""
     h, i, layers = arch["hidden"], arch["intermediate"], arch["layers"]
+    if "macs_per_token" in arch:  # MobileBERT: bottlenecks and stacked feed-forward networks
+        return layers * (2 * n * arch["macs_per_token"] + 4 * n * n * h)
     return layers * (2 * n * (4 * h * h + 2 * h * i) + 4 * n * n * h)
 
 
@@ -127,6 +129,17 @@ def architecture(checkpoint: Path) -> dict[str, int]:
     cfg = json.loads((checkpoint / "config.json").read_text())
     if cfg["model_type"] == "distilbert":
         return {"layers": cfg["n_layers"], "hidden": cfg["dim"], "intermediate": cfg["hidden_dim"]}
+    if cfg["model_type"] == "mobilebert":  # attention in the bottleneck (true_hidden_size)
+        b, h, i, ffns = (
+            cfg["true_hidden_size"],
+            cfg["hidden_size"],
+            cfg["intermediate_size"],
+            cfg["num_feedforward_networks"],
+        )
+        # two input bottlenecks, Q and K from one, V from the block input, attention output, the
+        # stacked feed-forward networks, the output bottleneck
+        macs = 2 * h * b + 2 * b * b + h * b + b * b + ffns * 2 * b * i + b * h
+        return {"layers": cfg["num_hidden_layers"], "hidden": b, "intermediate": i, "macs_per_token": macs}
     return {"layers": cfg["num_hidden_layers"], "hidden": cfg["hidden_size"], "intermediate": cfg["intermediate_size"]}
 
 

@@ -3,8 +3,14 @@
     python benchmarks/compare.py                    # everything (about an hour on 2 cores)
     python benchmarks/compare.py --models bert-tiny-finetuned-squadv2 --questions 200 --no-accuracy
     python benchmarks/compare.py --report-only      # re-render BENCHMARKS.md and the chart from JSON
+    python benchmarks/compare.py --models xlm-roberta-base deberta-v3-base electra-base mobilebert-uncased \
+        --engines pipeline-fp32 optimum-int8 onnxqa-fp32 onnxqa-int8 --questions 200 --no-accuracy \
+        --name families-amd-epyc-2c --section families   # the families beyond the seeds
 
-Engines, each on every seed architecture (random weights: speed does not depend on their values):
+Models: the five seeds, and the published architectures of the other families (built by
+``tests/families.py``: full depth and vocabulary size, a SentencePiece tokenizer trained here for
+XLM-R and DeBERTa-v3). Engines, each on every model (random weights: speed does not depend on their
+values):
   pipeline-fp32   transformers question-answering pipeline, PyTorch fp32 (batch of one, its default)
   optimum-O2      optimum ORTModelForQuestionAnswering, optimized O2, in that pipeline
   optimum-int8    the same, dynamically quantized with optimum's avx512_vnni / avx2 preset
@@ -53,6 +59,26 @@ from common import (
 
 ENGINES = ("pipeline-fp32", "optimum-O2", "optimum-int8", "onnxqa-fp32", "onnxqa-int8", "onnxqa-fp16")
 START, END = markers("compare.py")
+# the families beyond the seeds: model name -> tests/families.py family
+FAMILY_MODELS = {
+    "xlm-roberta-base": "xlm-roberta",
+    "deberta-v3-base": "deberta-v3",
+    "mdeberta-v3-base": "mdeberta-v3",
+    "electra-base": "electra",
+    "mobilebert-uncased": "mobilebert",
+}
+
+
+def model_checkpoint(name: str, out: Path) -> Path:
+    """A seed's or a family's checkpoint with random weights (see the module doc)."""
+    from onnxqa.export import random_checkpoint
+
+    if name in SEEDS:
+        return random_checkpoint(SHARED / "seeds" / name, out)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from families import build_checkpoint
+
+    return build_checkpoint(FAMILY_MODELS[name], SHARED, out, layers=None, full_vocab=True)
 
 
 # ---------------------------------------------------------------- engines
@@ -142,7 +168,14 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
         o2 = work / "optimum-o2"
         if not o2.exists():
             model = ORTModelForQuestionAnswering.from_pretrained(checkpoint, export=True)
-            ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), save_dir=o2)
+            try:
+                ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), save_dir=o2)
+            except (NotImplementedError, KeyError, ValueError) as exc:  # a model type optimum cannot optimize
+                log(
+                    f"  optimum's O2 refused this model ({type(exc).__name__}: {str(exc)[:120]}); its int8 quantizes "
+                    "the plain export"
+                )
+                model.save_pretrained(o2)
         path = o2
         if int8:
             path = work / "optimum-int8"
@@ -154,7 +187,8 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
                     if machine_facts()["avx512_vnni"]
                     else AutoQuantizationConfig.avx2
                 )
-                quantizer = ORTQuantizer.from_pretrained(o2, file_name="model_optimized.onnx")
+                name = "model_optimized.onnx" if (o2 / "model_optimized.onnx").exists() else "model.onnx"
+                quantizer = ORTQuantizer.from_pretrained(o2, file_name=name)
                 with default_tensor_type_shim():
                     quantizer.quantize(save_dir=path, quantization_config=preset(is_static=False, per_channel=False))
         files = sorted(p.name for p in path.glob("*.onnx"))
@@ -221,7 +255,6 @@ def accuracy(engine: Engine, dataset: dict[str, Any], questions: list[Any]) -> d
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import onnxqa
     from onnxqa.bench import machine_facts
-    from onnxqa.export import random_checkpoint
 
     facts = machine_facts()
     log(f"machine: {facts['cpu']}, {facts['logical_cores']} cores")
@@ -241,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="onnxqa-bench-") as tmp:
         work = Path(tmp)
         for seed in args.models:
-            checkpoint = random_checkpoint(SHARED / "seeds" / seed, work / seed / "checkpoint")
+            checkpoint = model_checkpoint(seed, work / seed / "checkpoint")
             arch = architecture(checkpoint)
             factories = build_engines(checkpoint, work / seed, wanted)
             with onnxqa.load(factories["_onnxqa_dir"](), device="cpu", precision="fp32") as qa:
@@ -412,7 +445,7 @@ def report(result: dict[str, Any], json_path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=list(SEEDS), choices=SEEDS)
+    ap.add_argument("--models", nargs="+", default=list(SEEDS), choices=[*SEEDS, *FAMILY_MODELS])
     ap.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
     ap.add_argument("--questions", type=int, default=1000, help="throughput questions (default 1000)")
     ap.add_argument("--latency", type=int, default=100, help="questions timed one by one (default 100)")
@@ -421,6 +454,9 @@ def main() -> None:
     ap.add_argument("--name", help="results file name (default: derived from the CPU)")
     ap.add_argument("--report-only", metavar="RESULTS.json", help="only re-render the report from a results file")
     ap.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"), help="where to write the table")
+    ap.add_argument(
+        "--section", default="", help="write between the markers 'compare.py SECTION' (default: 'compare.py')"
+    )
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the benchmark needs the seed configs and SQuAD data in ../shared")
@@ -431,7 +467,8 @@ def main() -> None:
         result = run(args)
         json_path = save(result, args)
     chart(result, json_path.with_suffix(".png"))
-    write_section(Path(args.markdown), report(result, json_path), START, END)
+    start, end = markers(f"compare.py {args.section}".strip()) if args.section else (START, END)
+    write_section(Path(args.markdown), report(result, json_path), start, end)
     log(f"wrote {json_path}, {json_path.with_suffix('.png')}, {args.markdown}")
 
 

@@ -33,8 +33,8 @@ from ..runtime import Windower
 from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
 from ._families import FUSIONS, family_of
 from ._io import data_file, is_large
-from ._passes import run_passes
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
+from ._passes import run_passes
 from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
 from ._source import Checkpoint, load_checkpoint, resolve
 
