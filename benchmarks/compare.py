@@ -220,6 +220,14 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
 # ---------------------------------------------------------------- measurements
 
 
+def export_checks(model_dir: Path) -> dict[str, Any]:
+    """Each variant's check at export (status, agreement, relative logit difference), the rejected too."""
+    manifest = json.loads((model_dir / "onnxqa.json").read_text())
+    entries = {**manifest.get("rejected", {}), **manifest["variants"]}
+    keys = ("status", "agreement", "mean_rel_diff", "max_abs_diff")
+    return {p: {k: v["validation"].get(k) for k in keys} for p, v in entries.items()}
+
+
 def speed(engine: Engine, pairs: list[tuple[str, str]], n_latency: int) -> dict[str, Any]:
     from onnxqa.bench import latency_ms
 
@@ -286,6 +294,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "tokens": sum(tokens),
                 "gflop": flops / 1e9,
                 "engines": {},
+                "checks": export_checks(factories["_onnxqa_dir"]()),
             }
             for name in wanted:
                 if name not in factories:
@@ -299,6 +308,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         m = speed(engine, pairs, args.latency)
                 except ImportError as exc:
                     result["skipped"].append(f"{name}: {exc}")
+                    continue
+                except onnxqa.ModelLoadError as exc:  # a variant that failed its check was not written
+                    result["skipped"].append(f"{name} on {seed}: {exc}")
                     continue
                 m["effective_gflops"] = flops / 1e9 / m["seconds"]
                 row["engines"][name] = m

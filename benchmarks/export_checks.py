@@ -41,7 +41,7 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 manifest = export(str(checkpoint), Path(tmp) / name, ExportConfig(progress=False))
-            check = manifest["variants"]["int8"]["validation"]
+            check = (manifest["variants"].get("int8") or manifest["rejected"]["int8"])["validation"]
             rows.append({"model": name, **check})
             print(f"{name}: {check['status']}", file=sys.stderr, flush=True)
     out = ROOT / "benchmarks" / "results" / "export-checks.json"

@@ -87,3 +87,58 @@ def test_nothing_to_fold_changes_nothing():
     again.CopyFrom(model)
     assert run_passes(again) == {"fold_constant_subgraphs": 0}
     assert again == model
+
+
+def test_folded_tensors_read_by_a_subgraph_or_returned_become_weights():
+    """A folded tensor that only an If branch reads, or that the graph returns, is computed and
+    kept as a weight; nodes without inputs (random draws) are never folded."""
+    model = _model()
+    g = model.graph
+    g.node.extend(
+        [
+            # weights alone: folded, read inside the If only
+            helper.make_node("ReduceMax", ["Kt"], ["b2"], axes=[0], keepdims=0),
+            helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+            helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.float32(0.0))),
+            helper.make_node("Greater", ["total", "zero"], ["positive"]),
+            helper.make_node(
+                "If",
+                ["positive"],
+                ["y"],
+                then_branch=helper.make_graph(
+                    [helper.make_node("Add", ["scores", "b2"], ["y_then"])],
+                    "then",
+                    [],
+                    [helper.make_tensor_value_info("y_then", TensorProto.FLOAT, ["n", 6])],
+                ),
+                else_branch=helper.make_graph(
+                    [helper.make_node("Sub", ["scores", "b2"], ["y_else"])],
+                    "else",
+                    [],
+                    [helper.make_tensor_value_info("y_else", TensorProto.FLOAT, ["n", 6])],
+                ),
+            ),
+            helper.make_node("Neg", ["b"], ["minus_b"]),  # weights alone, and a graph output
+            helper.make_node("RandomNormal", [], ["noise"], shape=[4]),
+            helper.make_node("Add", ["minus_b", "noise"], ["noisy"]),
+        ]
+    )
+    g.output.extend(
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6]),
+            helper.make_tensor_value_info("minus_b", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("noisy", TensorProto.FLOAT, [4]),
+        ]
+    )
+    x = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    fold_constant_subgraphs(model)
+    names = {i.name for i in model.graph.initializer}
+    assert {"b2", "minus_b", "Kt"} <= names
+    ops = [n.op_type for n in model.graph.node]
+    assert "RandomNormal" in ops and "Neg" not in ops
+    scores, y, minus_b, _ = _run(model, x)
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    b = numpy_helper.to_array(next(i for i in _model().graph.initializer if i.name == "b"))
+    np.testing.assert_allclose(minus_b, -b)
+    top = weights["Kt"].max(axis=0)
+    np.testing.assert_allclose(y, scores + top if x.sum() > 0 else scores - top, rtol=1e-5, atol=1e-6)

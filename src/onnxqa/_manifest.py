@@ -84,7 +84,10 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
             raise ModelLoadError(f"{path}: unknown precision {name!r}; re-export the model")
         _require(variant, "file", str, f"variants.{name}.")
         _require(variant, "sha256", str, f"variants.{name}.")
-        for i, part in enumerate(variant.get("external_data", [])):
+        parts = variant.get("external_data", [])
+        if not isinstance(parts, list):
+            raise ModelLoadError(f"{path}: 'variants.{name}.external_data' is not a list; re-export the model")
+        for i, part in enumerate(parts):
             _require(part, "file", str, f"variants.{name}.external_data[{i}].")
             _require(part, "sha256", str, f"variants.{name}.external_data[{i}].")
     return manifest
@@ -145,9 +148,5 @@ def read_verified(model_dir: Path, name: str, sha256: str) -> bytes:
 def read_external_data(model_dir: Path, variant: dict[str, Any]) -> dict[str, bytes]:
     """The external-data files of a variant (graphs over 2 GB keep their tensors beside the graph),
     each checked against the manifest's hash: file name -> bytes."""
-    parts = variant.get("external_data", [])
-    if not isinstance(parts, list):
-        raise ModelLoadError(
-            f"{MANIFEST}: 'external_data' of {variant.get('file')!r} is not a list; re-export the model"
-        )
+    parts = variant.get("external_data", [])  # a list of {file, sha256}: checked by read_manifest
     return {part["file"]: read_verified(model_dir, part["file"], part["sha256"]) for part in parts}

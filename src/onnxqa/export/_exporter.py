@@ -240,8 +240,12 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
                 }
                 steps.note("fp16 not validated: no CUDA execution provider here")
 
-    if "fp32" not in config.precisions and len(manifest["variants"]) == 1:
-        warnings.warn("no requested variant passed its check: the directory keeps the fp32 variant", stacklevel=3)
+    passed = [p for p, v in manifest["variants"].items() if p != "fp32" and v["validation"]["status"] == "passed"]
+    if "fp32" not in config.precisions and not passed:
+        warnings.warn(
+            "no requested variant passed its check: the directory keeps the fp32 variant, checked against PyTorch",
+            stacklevel=3,
+        )
     elif "fp32" not in config.precisions:  # fp32 was the validated base of the others; drop its files
         for f in manifest["variants"]["fp32"].get("external_data", []):
             (work / f["file"]).unlink()

@@ -22,7 +22,7 @@ def _constant_nodes(graph: Any) -> tuple[list[Any], set[str]]:
     }
     folded: list[Any] = []
     for node in graph.node:  # the graph is in topological order
-        if node.op_type == "Constant" or not node.output:
+        if node.op_type == "Constant" or not node.output or not node.input:  # RandomNormal & co. draw anew
             continue
         if node.op_type in ("If", "Loop", "Scan") or node.domain not in ("", "ai.onnx"):
             continue
@@ -75,7 +75,7 @@ def fold_constant_subgraphs(model: Any) -> int:
     values = session.run(frontier, {})
     # a folded node stays when an output of its is still read and was not computed here
     computed = set(frontier)
-    unresolved = (_read(n for n in graph.node if id(n) not in folded_ids) & produced) - computed
+    unresolved = ((_read(n for n in graph.node if id(n) not in folded_ids) | outputs) & produced) - computed
     if unresolved:  # keep the whole constant chain behind an untyped tensor: simplest, and rare
         return 0
     kept = [n for n in graph.node if id(n) not in folded_ids]

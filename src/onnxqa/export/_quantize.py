@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import is_large, save_onnx, session_source
+from ._io import data_file, is_large, save_onnx, session_source
 
 __all__ = ["CALIBRATIONS", "SMOOTH_ALPHA", "quantize_dynamic_int8", "quantize_static_int8"]
 
@@ -320,7 +320,9 @@ def quantize_dynamic_int8(fp32: Path, out: Path, keep_fragments: Sequence[str] =
     by_rule = kept_matmuls(graph, keep_fragments)
     kept += [name for name in by_rule["activations"] + by_rule["family"] if name not in kept]
     _quiet()
-    large = is_large(onnx.load(fp32))
+    large = data_file(fp32).exists()  # the input is over 2 GB: its int8 goes beside its own data file too
+    if data_file(out).exists():  # onnx appends to an existing data file
+        data_file(out).unlink()
     quantize_dynamic(
         fp32,
         out,

@@ -119,13 +119,15 @@ def _load_tokenizer(path: Path, pass_flag: bool, family: Any) -> Any:
             tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:
         hint = ""
-        if isinstance(exc, (ImportError, ValueError)) and "sentencepiece" in str(exc).lower() + type(exc).__name__:
+        if any(word in str(exc).lower() for word in ("sentencepiece", "protobuf")):
             hint = "; converting a SentencePiece model needs sentencepiece and protobuf: pip install 'onnxqa[export]'"
         raise ExportError(
             f"the tokenizer files in {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:300]}){hint}"
         ) from exc
     for w in caught:  # transformers' converter warns of what the fast tokenizer cannot reproduce
-        if "byte fallback" in str(w.message).lower() or "byte_fallback" in str(w.message).lower():
+        if "byte fallback" not in str(w.message).lower():
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        else:
             warnings.warn(
                 f"{path}: the SentencePiece model uses byte fallback, which the converted tokenizer.json does not "
                 "reproduce: characters missing from its vocabulary become the unknown token instead of bytes "

@@ -49,8 +49,12 @@ def pick_precision(
         raise ModelLoadError(
             f"the {precision} variant of {model_dir} failed its check against fp32 at export"
             + (f" ({reasons})" if reasons else "")
-            + f" and was not written (has: {', '.join(variants)}); see the docs' supported models page for this "
-            "family, or re-export with --int8 dynamic or --calibration FILE of your domain"
+            + f" and was not written (has: {', '.join(variants)}); "
+            + (
+                "re-export with --calibration FILE of your domain or --int8 dynamic, or use fp32"
+                if precision == "int8"
+                else "use fp32, or re-export on another machine and check it there"
+            )
         )
     elif precision not in variants:
         raise ModelLoadError(
