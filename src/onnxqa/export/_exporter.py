@@ -351,14 +351,19 @@ def _export_onnx(ckpt: Checkpoint, raw: Path, opset: int | None, manifest: dict[
 
 
 def _optimized(raw_model: Path, manifest: dict[str, Any], use_gpu: bool) -> Any:
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     arch = manifest["architecture"]
+    family = family_of(arch["model_type"])
+    options = FusionOptions(family.optimizer)
+    options.enable_shape_inference = family.shape_inference
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return optimize_model(
             str(raw_model),
-            model_type=family_of(arch["model_type"]).optimizer,
+            model_type=family.optimizer,
+            optimization_options=options,
             num_heads=arch["num_heads"],
             hidden_size=arch["hidden_size"],
             opt_level=0,

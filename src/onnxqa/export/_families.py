@@ -51,6 +51,9 @@ class Family:
     # onnxruntime.transformers.optimizer model_type; the fusions (keys of FUSIONS) it must make
     optimizer: str = "bert"
     fusions: tuple[str, ...] = ("attention", "layer norm")
+    # the optimizer's symbolic shape inference: off where it finds no more and costs much (DeBERTa:
+    # 12 layers took over 15 minutes and 21 GB, for the same fusions; only unneeded Casts remain)
+    shape_inference: bool = True
     # int8: node-name fragments of MatMuls kept in fp32 besides the QA head and products of two
     # activations (which int8 never takes), and why
     int8_keep_fp32: tuple[str, ...] = ()
@@ -95,6 +98,7 @@ FAMILIES: dict[str, Family] = {
             ("deepset/deberta-v3-base-squad2", "deepset/deberta-v3-large-squad2", "timpal0l/mdeberta-v3-base-squad2"),
             tokenizer_files=(("spm.model",),),
             fusions=("layer norm",),
+            shape_inference=False,
             notes=(
                 "disentangled attention has no onnxruntime fusion: it runs as separate MatMul / Gather / "
                 "Softmax nodes, its linear layers in int8",
