@@ -240,20 +240,27 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
                 }
                 steps.note("fp16 not validated: no CUDA execution provider here")
 
-    passed = [p for p, v in manifest["variants"].items() if p != "fp32" and v["validation"]["status"] == "passed"]
-    if "fp32" not in config.precisions and not passed:
-        warnings.warn(
-            "no requested variant passed its check: the directory keeps the fp32 variant, checked against PyTorch",
-            stacklevel=3,
-        )
-    elif "fp32" not in config.precisions:  # fp32 was the validated base of the others; drop its files
-        for f in manifest["variants"]["fp32"].get("external_data", []):
-            (work / f["file"]).unlink()
-        (work / FP32_FILE).unlink()
-        del manifest["variants"]["fp32"]
+    if "fp32" not in config.precisions:
+        _drop_fp32(work, manifest)
     shutil.rmtree(work / "raw")
     _write_manifest(work, manifest)
     return manifest
+
+
+def _drop_fp32(work: Path, manifest: dict[str, Any]) -> None:
+    """fp32 was not asked for, only the validated base of the others: drop its files, unless no
+    other variant passed its check (then it is what the directory has that was checked)."""
+    passed = [p for p, v in manifest["variants"].items() if p != "fp32" and v["validation"]["status"] == "passed"]
+    if not passed:
+        warnings.warn(
+            "no requested variant passed its check: the directory keeps the fp32 variant, checked against PyTorch",
+            stacklevel=4,
+        )
+        return
+    for f in manifest["variants"]["fp32"].get("external_data", []):
+        (work / f["file"]).unlink()
+    (work / FP32_FILE).unlink()
+    del manifest["variants"]["fp32"]
 
 
 def _new_manifest(ckpt: Checkpoint, work: Path) -> dict[str, Any]:
