@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxqa.export._passes import fold_constant_subgraphs, run_passes
+from onnxqa.export._passes import VOCABULARY_ROWS, fold_constant_subgraphs, quantize_vocabulary_tables, run_passes
 
 
 def _model(with_if: bool = False) -> onnx.ModelProto:
@@ -142,3 +142,94 @@ def test_folded_tensors_read_by_a_subgraph_or_returned_become_weights():
     np.testing.assert_allclose(minus_b, -b)
     top = weights["Kt"].max(axis=0)
     np.testing.assert_allclose(y, scores + top if x.sum() > 0 else scores - top, rtol=1e-5, atol=1e-6)
+
+
+def _embedding_model(fused: bool, rows: int = VOCABULARY_ROWS) -> onnx.ModelProto:
+    """Word, position and token-type tables gathered by ids: with plain ``Gather`` nodes, or
+    through onnxruntime's ``EmbedLayerNormalization`` (as the optimizer fuses BERT's)."""
+    rng = np.random.default_rng(3)
+    h = 16
+    word = (rng.standard_normal((rows, h)) * rng.uniform(0.01, 3, (rows, 1))).astype(np.float32)
+    word[5] = 0.0  # an all-zero row keeps a usable scale
+    tables = {"word": word, "pos": rng.standard_normal((16, h)).astype(np.float32)}
+    tables["types"] = rng.standard_normal((2, h)).astype(np.float32)
+    inits = [numpy_helper.from_array(v, k) for k, v in tables.items()]
+    inits += [
+        numpy_helper.from_array(np.ones(h, np.float32), "gamma"),
+        numpy_helper.from_array(np.zeros(h, np.float32), "beta"),
+    ]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])
+    if fused:
+        nodes = [
+            helper.make_node("Cast", ["ids"], ["ids32"], to=TensorProto.INT32),
+            helper.make_node("Cast", ["mask"], ["mask32"], to=TensorProto.INT32),
+            helper.make_node("Mul", ["ids32", "zero32"], ["types32"]),
+            helper.make_node(
+                "EmbedLayerNormalization",
+                ["ids32", "types32", "word", "pos", "types", "gamma", "beta", "mask32"],
+                ["emb", "mask_index"],
+                domain="com.microsoft",
+                epsilon=1e-12,
+            ),
+        ]
+        inits.append(numpy_helper.from_array(np.array(0, np.int32), "zero32"))
+        inputs = [ids, helper.make_tensor_value_info("mask", TensorProto.INT64, ["b", "s"])]
+        outputs = [
+            helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["b", "s", h]),
+            helper.make_tensor_value_info("mask_index", TensorProto.INT32, ["b"]),
+        ]
+    else:
+        nodes = [
+            helper.make_node("Gather", ["word", "ids"], ["w"]),
+            helper.make_node("Gather", ["pos", "positions"], ["p"]),
+            helper.make_node("Add", ["w", "p"], ["emb"]),
+        ]
+        inputs = [ids, helper.make_tensor_value_info("positions", TensorProto.INT64, ["b", "s"])]
+        outputs = [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["b", "s", h])]
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def _run_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["gather", "EmbedLayerNormalization"])
+def test_a_vocabulary_table_is_stored_int8_per_row(fused):
+    model = _embedding_model(fused)
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, VOCABULARY_ROWS, (3, 7))
+    ids[0, 1] = 5  # the all-zero row
+    feeds = {"ids": ids}
+    if fused:
+        feeds["mask"] = np.array([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4])
+    else:
+        feeds["positions"] = np.tile(np.arange(7), (3, 1))
+    before = _run_feeds(model, feeds)
+    size = model.ByteSize()
+    assert quantize_vocabulary_tables(model) == 1
+    onnx.checker.check_model(model)
+    kinds = {i.name: i.data_type for i in model.graph.initializer}
+    assert "word" not in kinds and kinds["word_int8"] == TensorProto.INT8 and kinds["word_scale"] == TensorProto.FLOAT
+    assert kinds["pos"] == TensorProto.FLOAT and model.ByteSize() < 0.35 * size  # positions are no vocabulary
+    after = _run_feeds(model, feeds)
+    if fused:
+        np.testing.assert_array_equal(before[1], after[1])  # the mask index, unchanged
+        np.testing.assert_allclose(before[0], after[0], atol=0.03)  # layer-normed: unit scale
+    else:
+        word = _embedding_model(False).graph.initializer[0]
+        rows = numpy_helper.to_array(word)[ids]
+        step = np.abs(rows).max(axis=-1, keepdims=True) / 127  # one int8 step of the row
+        assert np.all(np.abs(before[0] - after[0]) <= step / 2 + 1e-6)
+
+
+def test_tables_read_otherwise_or_too_short_stay_fp32():
+    short = _embedding_model(False, rows=VOCABULARY_ROWS - 1)
+    assert quantize_vocabulary_tables(short) == 0
+    shared = _embedding_model(False)
+    shared.graph.node.append(helper.make_node("ReduceSum", ["word"], ["total"], keepdims=0))
+    shared.graph.output.append(helper.make_tensor_value_info("total", TensorProto.FLOAT, []))
+    assert quantize_vocabulary_tables(shared) == 0
+    assert "word" in {i.name for i in shared.graph.initializer}

@@ -32,9 +32,9 @@ from .._progress import Steps
 from ..runtime import Windower
 from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
 from ._families import FUSIONS, family_of
-from ._io import data_file, is_large
+from ._io import data_file, is_large, save_onnx
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
-from ._passes import run_passes
+from ._passes import INT8_PASSES, run_passes
 from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
 from ._source import Checkpoint, load_checkpoint, resolve
 
@@ -481,10 +481,15 @@ def _quantize(
             "activations": "uint8, per tensor, at run time",
             "kept_fp32": f"{len(kept)} MatMuls: feed-forward outputs (inputs after GELU), products of two activations",
         }
-    entry = _variant_entry(
-        work, INT8_FILE, "int8", opset, _fused_counts(onnx.load(work / INT8_FILE, load_external_data=False))
+    model = onnx.load(work / INT8_FILE)
+    passes = run_passes(model, INT8_PASSES)
+    save_onnx(model, work / INT8_FILE)
+    quantization["vocabulary"] = (
+        "int8, per row, dequantized after the gather" if passes["quantize_vocabulary_tables"] else "fp32"
     )
+    entry = _variant_entry(work, INT8_FILE, "int8", opset, _fused_counts(model))
     entry["quantization"] = quantization
+    entry["graph_passes"] = passes
     manifest["variants"]["int8"] = entry
     _write_manifest(work, manifest)
 
