@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
 
 import onnxqa
 from onnxqa import ModelLoadError
-from onnxqa._manifest import sha256_file
+from onnxqa._manifest import open_verifying, sha256_file
 
 
 @pytest.fixture
@@ -67,6 +68,25 @@ def test_swapped_files_detected(copy):
     (copy / "model.fp32.onnx").write_bytes((copy / "model.int8.onnx").read_bytes())
     with pytest.raises(ModelLoadError, match="does not match the hash"):
         load(copy, precision="fp32")
+
+
+def test_a_graph_rewritten_while_it_loads_is_refused(copy):
+    """onnxruntime reads the graph from its path while a thread hashes it: a file replaced or
+    rewritten in between (new inode, or new modification time) is refused even when its bytes
+    hash right, and a truncated one is refused as such, not as onnxruntime saw it."""
+    variant = manifest(copy)["variants"]["int8"]
+    path, verify = open_verifying(copy, variant["file"], variant["sha256"])
+    verify()  # untouched: accepted
+    data = path.read_bytes()
+    path, verify = open_verifying(copy, variant["file"], variant["sha256"])
+    path.unlink()
+    path.write_bytes(data)  # the same bytes, another file
+    with pytest.raises(ModelLoadError, match="does not match the hash"):
+        verify()
+    path, verify = open_verifying(copy, variant["file"], variant["sha256"])
+    os.utime(path, ns=(0, 0))
+    with pytest.raises(ModelLoadError, match="does not match the hash"):
+        verify()
 
 
 @pytest.mark.parametrize(

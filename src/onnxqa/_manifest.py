@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,20 +131,74 @@ def safe_member(model_dir: Path, name: str) -> Path:
     return model_dir / candidate
 
 
-def read_verified(model_dir: Path, name: str, sha256: str) -> bytes:
-    """The bytes of a file of the model directory, checked against the manifest's hash."""
-    path = safe_member(model_dir, name)
+def _read(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ModelLoadError(f"{path} is missing; the model directory is incomplete, re-export it") from None
     except OSError as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+
+
+def _mismatch(path: Path) -> ModelLoadError:
+    return ModelLoadError(
+        f"{path} does not match the hash in {MANIFEST} (truncated, corrupted or replaced); re-export the model"
+    )
+
+
+def read_verified(model_dir: Path, name: str, sha256: str) -> bytes:
+    """The bytes of a file of the model directory, checked against the manifest's hash."""
+    path = safe_member(model_dir, name)
+    data = _read(path)
     if sha256_bytes(data) != sha256:
-        raise ModelLoadError(
-            f"{path} does not match the hash in {MANIFEST} (truncated, corrupted or replaced); re-export the model"
-        )
+        raise _mismatch(path)
     return data
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def open_verifying(model_dir: Path, name: str, sha256: str) -> tuple[Path, Callable[[], None]]:
+    """The path of a file of the model directory, for a reader that opens it itself (onnxruntime,
+    which reads a graph faster from its path than from Python bytes), and ``verify()``, which
+    raises ModelLoadError unless the file matches the manifest's hash and is still the file that
+    was hashed (same inode, size and modification time as when hashing began: a file replaced or
+    rewritten while it was being read is refused too). The hash is computed on a thread of its
+    own while the reader works (hashlib releases the GIL). Call ``verify()`` before anything read
+    from the file is used, and also when the reader failed (a corrupted file is then reported as
+    such)."""
+    path = safe_member(model_dir, name)
+    try:
+        before = _identity(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} is missing; the model directory is incomplete, re-export it") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    digest: list[str | BaseException] = []
+
+    def run() -> None:
+        try:
+            digest.append(sha256_file(path))
+        except OSError as exc:
+            digest.append(exc)
+
+    thread = threading.Thread(target=run, name="onnxqa-hash", daemon=True)
+    thread.start()
+
+    def verify() -> None:
+        thread.join()
+        if isinstance(digest[0], BaseException):
+            raise ModelLoadError(f"cannot read {path}: {digest[0]}")
+        try:
+            same = _identity(path) == before
+        except OSError:
+            same = False
+        if digest[0] != sha256 or not same:
+            raise _mismatch(path)
+
+    return path, verify
 
 
 def read_external_data(model_dir: Path, variant: dict[str, Any]) -> dict[str, bytes]:

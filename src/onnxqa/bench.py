@@ -24,14 +24,9 @@ def machine_facts() -> dict[str, Any]:
     """CPU model, core counts, Python and onnxruntime versions."""
     import onnxruntime as ort
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from .runtime import cpu_name
+
+    cpu = cpu_name()
     flags = ""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))

@@ -124,6 +124,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import TUNING, tune
+
+    say = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = tune(args.model_dir, seconds=args.seconds, write=not args.dry_run, progress=say)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        c = result["chosen"]
+        where = "not written (--dry-run)" if args.dry_run else f"kept in {Path(args.model_dir) / TUNING}"
+        print(
+            f"{result['machine']['cpu']}: {c['precision']}, {c['threads']} thread(s), {c['batch_size']} window(s) "
+            f"per call, {result['questions_per_s']:.1f} questions/s; {where}"
+        )
+    return 0
+
+
 def _refuse(flags: Sequence[tuple[str, bool]], why: str) -> None:
     """An error naming the ``flags`` given (``(flag, given)``) that do not apply, and ``why``."""
     given = [flag for flag, present in flags if present]
@@ -546,10 +563,23 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_batch)
 
 
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="measure variants, threads and windows per call on this machine; load() and serve use the fastest",
+    )
+    p.add_argument("model_dir")
+    p.add_argument("--seconds", type=float, default=40.0, help="time spent measuring, loading aside (default: 40)")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, keep nothing")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no line per measurement")
+    p.set_defaults(func=_cmd_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnxqa", description="Fast extractive question answering with ONNX Runtime.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_export, _add_ask, _add_eval, _add_bench, _add_serve, _add_batch):
+    for add in (_add_export, _add_ask, _add_eval, _add_bench, _add_tune, _add_serve, _add_batch):
         add(sub)
     return parser
 

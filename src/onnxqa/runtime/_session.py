@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import mmap
 import os
 import re
 import sys
@@ -162,10 +163,17 @@ def external_data_locations(model: bytes) -> list[str]:
     return found
 
 
-def check_no_external_data(model: bytes, provided: Collection[str] = ()) -> None:
-    """Refuse graphs whose weights live in files other than ``provided`` (the external-data files
-    the manifest lists and hashes), above all files outside the model directory."""
-    for location in external_data_locations(model):
+def check_no_external_data(model: bytes | Path, provided: Collection[str] = ()) -> None:
+    """Refuse graphs (bytes, or a file) whose weights live in files other than ``provided`` (the
+    external-data files the manifest lists and hashes), above all files outside the model directory."""
+    if isinstance(model, Path) and model.stat().st_size == 0:
+        locations: list[str] = []  # nothing to map; onnxruntime refuses the empty file
+    elif isinstance(model, Path):
+        with open(model, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            locations = external_data_locations(view)  # type: ignore[arg-type]  # bytes-like: find, slices
+    else:
+        locations = external_data_locations(model)
+    for location in locations:
         path = Path(location)
         if path.is_absolute() or ".." in path.parts:
             raise ModelLoadError(
@@ -186,7 +194,11 @@ class Engine:
     """One inference session over a QA graph: feeds exactly the inputs the graph declares."""
 
     def __init__(
-        self, model: bytes, device: str, settings: SessionSettings, external_data: dict[str, bytes] | None = None
+        self,
+        model: bytes | Path,
+        device: str,
+        settings: SessionSettings,
+        external_data: dict[str, bytes] | None = None,
     ) -> None:
         if settings.cuda_graph and device != "cuda":
             raise ProviderError(f"CUDA graphs need device='cuda', not {device!r}")
@@ -224,7 +236,9 @@ class Engine:
                 "export it with `onnxqa export`"
             )
 
-    def _create(self, model: bytes, *, graph: bool, shape: tuple[int, ...] | None = None) -> ort.InferenceSession:
+    def _create(
+        self, model: bytes | Path, *, graph: bool, shape: tuple[int, ...] | None = None
+    ) -> ort.InferenceSession:
         """A session on this engine's device; with ``shape``, its free dimensions fixed to it."""
         settings = self._settings
         opts = ort.SessionOptions()
@@ -253,7 +267,8 @@ class Engine:
         cuda: str | tuple[str, dict[str, str]] = (_CUDA, {"enable_cuda_graph": "1"}) if graph else _CUDA
         providers = [cuda, _CPU] if self.device == "cuda" else [_CPU]
         try:
-            session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+            source = str(model) if isinstance(model, Path) else model
+            session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             text = str(exc)
             if graph and "graph capture" in text.lower():

@@ -55,27 +55,46 @@ class Windower:
 
     def __init__(self, tokenizer_json: str, cls_token_id: int | None) -> None:
         try:
-            self._plain = Tokenizer.from_str(tokenizer_json)
+            first = Tokenizer.from_str(tokenizer_json)
         except Exception as exc:  # the tokenizers library raises plain Exception
             raise InputError(f"tokenizer.json cannot be parsed: {exc}") from exc
         self._json = tokenizer_json
-        self._plain.no_truncation()
-        self._plain.no_padding()
         self._cls = cls_token_id
-        self._n_special = self._plain.num_special_tokens_to_add(is_pair=True)
+        self._n_special = first.num_special_tokens_to_add(is_pair=True)
+        self._vocab_size = int(first.get_vocab_size(with_added_tokens=True))
+        # parsing takes ~0.1 s for a 50k-token BPE: the one parsed here becomes the first window
+        # shape's tokenizer, and the untruncated one is parsed only when something needs it
+        self._spare: Tokenizer | None = first
+        self._untruncated: Tokenizer | None = None
         self._by_shape: dict[tuple[int, int, str], Tokenizer] = {}
         self._lock = threading.Lock()
 
     @property
     def vocab_size(self) -> int:
-        return int(self._plain.get_vocab_size(with_added_tokens=True))
+        return self._vocab_size
+
+    def _parsed(self) -> Tokenizer:
+        """A tokenizer of its own to configure (call with the lock held)."""
+        tok, self._spare = self._spare or Tokenizer.from_str(self._json), None
+        return tok
+
+    @property
+    def _plain(self) -> Tokenizer:
+        """The tokenizer without truncation (texts of any length, tokenized alone)."""
+        with self._lock:
+            if self._untruncated is None:
+                tok = self._parsed()
+                tok.no_truncation()
+                tok.no_padding()
+                self._untruncated = tok
+            return self._untruncated
 
     def _windowing(self, max_seq_len: int, doc_stride: int, strategy: str = "only_second") -> Tokenizer:
         key = (max_seq_len, doc_stride, strategy)
         with self._lock:
             tok = self._by_shape.get(key)
             if tok is None:
-                tok = Tokenizer.from_str(self._json)
+                tok = self._parsed()
                 tok.no_padding()
                 tok.enable_truncation(max_seq_len, stride=doc_stride, strategy=strategy, direction="right")
                 self._by_shape[key] = tok
@@ -95,7 +114,11 @@ class Windower:
         Questions longer than ``max_question_len`` tokens are cut to that length.
         """
         questions = [q for q, _ in pairs]
-        encoded_questions = self._plain.encode_batch(questions, add_special_tokens=False)
+        tok = self._windowing(max_seq_len, doc_stride)
+        try:  # alone, a question shorter than the window is tokenized as without truncation
+            encoded_questions = tok.encode_batch(questions, add_special_tokens=False)
+        except Exception:  # "Second sequence not provided": a question longer than the window
+            encoded_questions = self._plain.encode_batch(questions, add_special_tokens=False)
         prepared: list[tuple[str, str]] = []
         for (question, context), enc in zip(pairs, encoded_questions):
             n_question = len(enc.ids)
@@ -111,7 +134,6 @@ class Windower:
                 )
             prepared.append((question, context))
 
-        tok = self._windowing(max_seq_len, doc_stride)
         out: list[Window] = []
         for i, enc in enumerate(tok.encode_batch(prepared)):
             for window in [enc, *enc.overflowing]:

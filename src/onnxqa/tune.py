@@ -1,0 +1,110 @@
+"""``onnxqa tune MODEL_DIR``: measure, on this machine, which CPU variant, thread count and windows
+per call answer fastest, and keep the winner beside the model for :func:`onnxqa.load` and
+``onnxqa serve``.
+
+The choice is written to ``MODEL_DIR/onnxqa.tuning.json`` with the machine it was measured on (CPU
+model, logical cores, onnxruntime and onnxqa versions) and the hashes of the variants measured.
+``load()`` uses it only on that machine, for those files, and only for what the caller left open:
+``precision="auto"``, ``threads=None`` (and no ``ONNXQA_THREADS``), no ``batch_size``. Anywhere
+else, or without tuning, the defaults are as before. What is measured is throughput: questions per
+second of ``batch()`` over 48 question/context pairs (the bundled ones and generated ones, the
+same each time), after a warm-up call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._errors import InputError
+from ._manifest import read_manifest, variant_status
+from ._paths import write_text_atomic
+from .runtime import TUNING, TUNING_FORMAT, machine_key
+
+__all__ = ["BATCH_SIZES", "TUNING", "tune"]
+
+BATCH_SIZES = (1, 4, 16)
+
+
+def _thread_counts() -> list[int]:
+    cores = os.cpu_count() or 1
+    counts = {1, cores}
+    n = 2
+    while n < cores:
+        counts.add(n)
+        n *= 2
+    return sorted(counts)
+
+
+def _measure(qa: Any, pairs: list[tuple[str, str]], batch_size: int, seconds: float) -> float:
+    """Questions per second of ``qa.batch(pairs)`` with ``batch_size``: whole passes for at least
+    ``seconds`` (at least one pass)."""
+    qa.batch(pairs[:4], batch_size=batch_size)  # warm-up: first shapes, thread pool
+    done, start = 0, time.perf_counter()
+    while True:
+        qa.batch(pairs, batch_size=batch_size)
+        done += len(pairs)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def tune(
+    model_dir: str | os.PathLike[str],
+    *,
+    seconds: float = 40.0,
+    write: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure each validated CPU variant of ``model_dir`` at each thread count (1, powers of
+    two, all logical cores) and each of ``BATCH_SIZES`` windows per call, in about ``seconds``
+    (loading the variants adds to it); return the measurements and the fastest configuration, and
+    with ``write`` keep it in ``model_dir/onnxqa.tuning.json``.
+
+    Raises:
+        ModelLoadError: the directory is not a model directory or has no CPU variant.
+        InputError: ``seconds`` is not positive.
+    """
+    from .export import generated_pairs, validation_pairs
+    from .runtime import load, suited_precisions
+
+    if not seconds > 0:
+        raise InputError(f"seconds must be positive, got {seconds!r}")
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    variants = manifest["variants"]
+    precisions = [p for p in suited_precisions(model_dir, "cpu") if variant_status(variants[p]) != "failed"]
+    threads, pairs = _thread_counts(), validation_pairs() + generated_pairs(42)
+    each = seconds / (len(precisions) * len(threads) * len(BATCH_SIZES))
+    measured = []
+    for precision in precisions:
+        for n in threads:
+            with load(model_dir, device="cpu", precision=precision, threads=n) as qa:
+                for batch_size in BATCH_SIZES:
+                    rate = _measure(qa, pairs, batch_size, each)
+                    measured.append(
+                        {"precision": precision, "threads": n, "batch_size": batch_size, "questions_per_s": rate}
+                    )
+                    if progress:
+                        progress(
+                            f"{precision:>5}, {n} thread(s), {batch_size:>2} windows per call: {rate:.1f} questions/s"
+                        )
+    best = max(measured, key=lambda m: m["questions_per_s"])
+    result = {
+        "format": TUNING_FORMAT,
+        "machine": machine_key(),
+        "variants": {p: variants[p]["sha256"] for p in precisions},
+        "chosen": {k: best[k] for k in ("precision", "threads", "batch_size")},
+        "questions_per_s": best["questions_per_s"],
+        "measured": measured,
+        "pairs": len(pairs),
+        "seconds_per_setting": each,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if write:
+        write_text_atomic(model_dir / TUNING, json.dumps(result, indent=2) + "\n")
+    return result

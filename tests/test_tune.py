@@ -1,0 +1,88 @@
+"""`onnxqa tune`: what it measures, what it keeps, and when load() uses it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import onnxqa
+from onnxqa import ModelLoadError
+from onnxqa.cli import main
+from onnxqa.tune import BATCH_SIZES, TUNING, tune
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny, tmp_path_factory):
+    model = tmp_path_factory.mktemp("tuned") / "model"
+    shutil.copytree(tiny, model)
+    result = tune(model, seconds=1.5)
+    return model, result
+
+
+def test_every_setting_is_measured_and_the_fastest_kept(tuned):
+    model, result = tuned
+    assert json.loads((model / TUNING).read_text()) == result
+    settings = {(m["precision"], m["threads"], m["batch_size"]) for m in result["measured"]}
+    assert {p for p, _, _ in settings} == {"fp32", "int8"}
+    assert {b for _, _, b in settings} == set(BATCH_SIZES) and 1 in {t for _, t, _ in settings}
+    assert all(m["questions_per_s"] > 0 for m in result["measured"])
+    best = max(result["measured"], key=lambda m: m["questions_per_s"])
+    assert result["chosen"] == {k: best[k] for k in ("precision", "threads", "batch_size")}
+
+
+def test_load_uses_the_choice_for_what_the_caller_left_open(tuned, monkeypatch):
+    model, result = tuned
+    chosen = result["chosen"]
+    monkeypatch.delenv("ONNXQA_THREADS", raising=False)
+    with onnxqa.load(model, device="cpu") as qa:
+        assert qa.tuning == chosen
+        assert qa.precision == chosen["precision"]
+        assert qa.engine._settings.threads == chosen["threads"]
+        assert qa.options.batch_size == chosen["batch_size"]
+        assert qa("Who wrote it?", "It was written by Ada Lovelace.")  # and it answers
+    other = "fp32" if chosen["precision"] == "int8" else "int8"
+    with onnxqa.load(model, device="cpu", precision=other, threads=3, batch_size=7) as qa:  # explicit wins
+        assert (qa.precision, qa.engine._settings.threads, qa.options.batch_size) == (other, 3, 7)
+    monkeypatch.setenv("ONNXQA_THREADS", "5")
+    with onnxqa.load(model, device="cpu") as qa:
+        assert qa.engine._settings.threads == 5
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t["machine"].update(cpu="another CPU"),
+        lambda t: t["machine"].update(onnxruntime="0.0.1"),
+        lambda t: t["variants"].update({t["chosen"]["precision"]: "0" * 64}),  # the model was exported again
+    ],
+    ids=["other-cpu", "other-onnxruntime", "other-export"],
+)
+def test_a_choice_made_elsewhere_is_ignored(tuned, tmp_path, edit):
+    model = tmp_path / "model"
+    shutil.copytree(tuned[0], model)
+    data = json.loads((model / TUNING).read_text())
+    edit(data)
+    (model / TUNING).write_text(json.dumps(data))
+    with onnxqa.load(model, device="cpu") as qa:
+        assert qa.tuning is None and qa.precision == "int8" and qa.options.batch_size is None  # the defaults
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"format": 1}', '{"format": 1, "chosen": {"threads": 0}}'])
+def test_a_broken_tuning_file_is_a_clear_error(tuned, tmp_path, text):
+    model = tmp_path / "model"
+    shutil.copytree(tuned[0], model)
+    (model / TUNING).write_text(text)
+    with pytest.raises(ModelLoadError, match="onnxqa tune"):
+        onnxqa.load(model, device="cpu")
+
+
+def test_cli_dry_run_keeps_nothing(tiny, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny, model)
+    assert main(["tune", str(model), "--seconds", "0.5", "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["chosen"]["precision"] in ("fp32", "int8") and not (model / TUNING).exists()
+    assert main(["tune", str(model), "--seconds", "-1"]) == 2
+    assert "seconds must be positive" in capsys.readouterr().err
