@@ -7,19 +7,22 @@ the files are in the OS cache, as for a restarted server) each time ``import onn
 ``onnxqa.load()``, then the first answer, and report the median and range of each; the load split
 into reading and hashing the files, parsing the tokenizer and creating the onnxruntime session (a
 separate process, timing the same steps by hand); the variant's file size against fp32's; resident
-memory (RSS) after the first answer. Writes ``benchmarks/results/cold-start-<machine>.json``.
+memory (RSS) after the first answer; with ``--serve-workers N``, also the summed RSS of
+``onnxqa serve --workers N`` (the server and its worker processes) after one answered request.
+Writes ``benchmarks/results/cold-start-<machine>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from common import RESULTS, log, machine_name
+from common import RESULTS, Connection, free_port, log, machine_name, start_server, wait_ready
 
 _ONE_RUN = r"""
 import json, sys, time
@@ -84,11 +87,37 @@ def _summary(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
+def _served_rss(model_dir: Path, precision: str, workers: int) -> float:
+    """Bytes resident in ``onnxqa serve --workers N`` (all its processes) after one answer."""
+    import psutil
+
+    port = free_port()
+    proc = start_server(model_dir, precision, port, ["--workers", str(workers)])
+    try:
+        asyncio.run(wait_ready(port, proc))
+
+        async def ask() -> int:
+            conn = await Connection.open("127.0.0.1", port)
+            body = json.dumps({"question": "Who wrote it?", "context": "It was written by Ada Lovelace."})
+            status, _ = await conn.request("POST", "/v1/answer", body.encode())
+            conn.close()
+            return status
+
+        for _ in range(2 * workers):  # so that each worker has answered, most likely
+            assert asyncio.run(ask()) == 200
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        return float(sum(p.memory_info().rss for p in tree))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dirs", nargs="+", type=Path)
     parser.add_argument("--precision", nargs="+", default=["int8"])
     parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--serve-workers", type=int, default=0, help="also measure onnxqa serve --workers N")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from onnxqa.bench import machine_facts
@@ -109,6 +138,9 @@ def main() -> None:
                 "seconds": _summary(_runs(_ONE_RUN, model_dir, precision, args.runs)),
                 "load_parts": _summary(_runs(_PARTS, model_dir, precision, max(3, args.runs // 2))),
             }
+            if args.serve_workers:
+                entry["serve_workers"] = args.serve_workers
+                entry["serve_rss_bytes"] = _served_rss(model_dir, precision, args.serve_workers)
             s = entry["seconds"]
             log(
                 f"  load + first answer {s['load_and_first']['median'] * 1000:.0f} ms (median; "
@@ -116,6 +148,11 @@ def main() -> None:
                 f"import {s['import']['median'] * 1000:.0f} ms, RSS {s['rss_bytes']['median'] / 2**20:.0f} MiB, "
                 f"file {entry['bytes'] / 1e6:.1f} MB"
                 + (f" = {entry['bytes_vs_fp32']:.3f}x fp32" if entry["bytes_vs_fp32"] else "")
+                + (
+                    f"; serve --workers {args.serve_workers}: {entry['serve_rss_bytes'] / 2**20:.0f} MiB"
+                    if args.serve_workers
+                    else ""
+                )
             )
             results.append(entry)
     out = args.out or RESULTS / f"cold-start-{machine_name(facts, 3)}.json"

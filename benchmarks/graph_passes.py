@@ -24,13 +24,21 @@ import numpy as np
 from common import RESULTS, ROOT, SHARED, log, squad_pairs
 
 
-def _time(path: Path, feeds: list[dict[str, np.ndarray]], rounds: int) -> float:
-    """Windows per second of a 2-thread session over ``feeds`` (batch of one), best of ``rounds``."""
+def _session(path: Path, disabled: list[str], profile: Path | None = None) -> Any:
+    """A 2-thread CPU session without the onnxruntime optimizers ``disabled`` (as the runtime)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile / "profile")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+
+
+def _time(path: Path, feeds: list[dict[str, np.ndarray]], rounds: int, disabled: list[str]) -> float:
+    """Windows per second of a 2-thread session over ``feeds`` (batch of one), best of ``rounds``."""
+    session = _session(path, disabled)
     names = {i.name for i in session.get_inputs()}
     feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
     for f in feeds[:5]:
@@ -44,15 +52,9 @@ def _time(path: Path, feeds: list[dict[str, np.ndarray]], rounds: int) -> float:
     return len(feeds) / best
 
 
-def _profile(path: Path, feeds: list[dict[str, np.ndarray]], scratch: Path) -> dict[str, float]:
+def _profile(path: Path, feeds: list[dict[str, np.ndarray]], scratch: Path, disabled: list[str]) -> dict[str, float]:
     """Share of kernel time by operator type."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.enable_profiling = True
-    options.profile_file_prefix = str(scratch / "profile")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = _session(path, disabled, scratch)
     names = {i.name for i in session.get_inputs()}
     for f in feeds:
         session.run(None, {k: v for k, v in f.items() if k in names})
@@ -82,7 +84,7 @@ def main() -> None:
     from onnxqa.export import _exporter
     from onnxqa.export._checks import model_inputs
     from onnxqa.export._pairs import calibration_pairs
-    from onnxqa.export._passes import run_passes
+    from onnxqa.export._passes import disabled_optimizers, run_passes
     from onnxqa.export._quantize import quantize_static_int8
     from onnxqa.export._source import load_checkpoint
     from onnxqa.runtime import Windower
@@ -103,23 +105,22 @@ def main() -> None:
         result["passes"] = run_passes(model)
         onnx.save(model, work / "passes.fp32.onnx")
         log(f"passes: {result['passes']}")
+        disabled = {"plain": [], "passes": disabled_optimizers(result["passes"])}
         feeds = model_inputs(windower, squad_pairs(args.windows), uses_types)[: args.windows]
         calibration = model_inputs(windower, calibration_pairs(args.calibration_pairs), uses_types)
         for name in ("plain", "passes"):
             quantize_static_int8(work / f"{name}.fp32.onnx", work / f"{name}.int8.onnx", calibration)
-        import onnxruntime as ort
-
-        a = ort.InferenceSession(str(work / "plain.fp32.onnx")).run(None, feeds[0])
-        b = ort.InferenceSession(str(work / "passes.fp32.onnx")).run(None, feeds[0])
+        a = _session(work / "plain.fp32.onnx", []).run(None, feeds[0])
+        b = _session(work / "passes.fp32.onnx", disabled["passes"]).run(None, feeds[0])
         result["fp32_max_abs_diff"] = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
         result["windows_per_s"] = {}
         for round_ in range(2):  # interleaved: each variant timed twice, the best kept
             for name in ("plain.fp32", "passes.fp32", "plain.int8", "passes.int8"):
-                rate = _time(work / f"{name}.onnx", feeds, args.rounds)
+                rate = _time(work / f"{name}.onnx", feeds, args.rounds, disabled[name.split(".")[0]])
                 result["windows_per_s"][name] = max(rate, result["windows_per_s"].get(name, 0.0))
                 log(f"{name} round {round_}: {rate:.2f} windows/s")
         result["profile_int8"] = {
-            name: _profile(work / f"{name}.int8.onnx", feeds[:20], work) for name in ("plain", "passes")
+            name: _profile(work / f"{name}.int8.onnx", feeds[:20], work, disabled[name]) for name in ("plain", "passes")
         }
         result["bytes"] = {p.name: p.stat().st_size for p in work.glob("*.onnx")}
         shutil.rmtree(work / "export", ignore_errors=True)

@@ -9,7 +9,15 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxqa.export._passes import VOCABULARY_ROWS, fold_constant_subgraphs, quantize_vocabulary_tables, run_passes
+from onnxqa.export._passes import (
+    VOCABULARY_ROWS,
+    disabled_optimizers,
+    fold_constant_subgraphs,
+    quantize_vocabulary_tables,
+    run_passes,
+    unfuse_bias_gelu,
+    unfuse_skip_layer_norm,
+)
 
 
 def _model(with_if: bool = False) -> onnx.ModelProto:
@@ -85,7 +93,7 @@ def test_nothing_to_fold_changes_nothing():
     fold_constant_subgraphs(model)
     again = onnx.ModelProto()
     again.CopyFrom(model)
-    assert run_passes(again) == {"fold_constant_subgraphs": 0}
+    assert run_passes(again) == {"fold_constant_subgraphs": 0, "unfuse_skip_layer_norm": 0, "unfuse_bias_gelu": 0}
     assert again == model
 
 
@@ -233,3 +241,62 @@ def test_tables_read_otherwise_or_too_short_stay_fp32():
     shared.graph.output.append(helper.make_tensor_value_info("total", TensorProto.FLOAT, []))
     assert quantize_vocabulary_tables(shared) == 0
     assert "word" in {i.name for i in shared.graph.initializer}
+
+
+def _fused_model() -> onnx.ModelProto:
+    """Two fused CPU operators as onnxruntime's optimizer writes them: ``SkipLayerNormalization``
+    with a bias and its input+skip sum read further on, and ``BiasGelu``."""
+    rng = np.random.default_rng(5)
+    h = 16
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(h).astype(np.float32), name)
+        for name in ("gamma", "beta", "bias", "gelu_bias")
+    ]
+    nodes = [
+        helper.make_node(
+            "SkipLayerNormalization",
+            ["x", "skip", "gamma", "beta", "bias"],
+            ["normed", "", "", "summed"],
+            domain="com.microsoft",
+            epsilon=1e-5,
+        ),
+        helper.make_node("BiasGelu", ["normed", "gelu_bias"], ["activated"], domain="com.microsoft"),
+        helper.make_node("Add", ["activated", "summed"], ["y"]),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", "s", h]) for n in ("x", "skip", "y")]
+    graph = helper.make_graph(nodes, "g", io[:2], io[2:], inits)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def test_fused_cpu_operators_are_taken_apart_and_stay_apart(tmp_path):
+    model = _fused_model()
+    rng = np.random.default_rng(6)
+    feeds = {name: rng.standard_normal((2, 3, 16)).astype(np.float32) for name in ("x", "skip")}
+    before = _run_feeds(model, feeds)
+    assert unfuse_skip_layer_norm(model) == 1 and unfuse_bias_gelu(model) == 1
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert "SkipLayerNormalization" not in ops and "BiasGelu" not in ops
+    assert {"LayerNormalization", "Gelu"} <= set(ops)
+    disabled = disabled_optimizers({"unfuse_skip_layer_norm": 1, "unfuse_bias_gelu": 1, "fold_constant_subgraphs": 3})
+    assert disabled == ["SkipLayerNormFusion", "BiasGeluFusion"]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "as-run.onnx")
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+    )
+    np.testing.assert_allclose(session.run(None, feeds)[0], before[0], rtol=1e-5, atol=1e-5)
+    as_run = [n.op_type for n in onnx.load(tmp_path / "as-run.onnx").graph.node]
+    assert "SkipLayerNormalization" not in as_run and "BiasGelu" not in as_run  # not fused back
+    assert disabled_optimizers({"unfuse_skip_layer_norm": 0, "unfuse_bias_gelu": 0}) == []
+
+
+def test_a_skip_layer_norm_whose_statistics_are_read_stays_fused():
+    model = _fused_model()
+    node = model.graph.node[0]
+    node.output[1] = "mean"
+    model.graph.output.append(helper.make_tensor_value_info("mean", TensorProto.FLOAT, None))
+    assert unfuse_skip_layer_norm(model) == 0

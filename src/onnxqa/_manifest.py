@@ -92,6 +92,11 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
         for i, part in enumerate(parts):
             _require(part, "file", str, f"variants.{name}.external_data[{i}].")
             _require(part, "sha256", str, f"variants.{name}.external_data[{i}].")
+        disabled = variant.get("disabled_optimizers", [])
+        if not isinstance(disabled, list) or not all(isinstance(d, str) for d in disabled):
+            raise ModelLoadError(
+                f"{path}: 'variants.{name}.disabled_optimizers' is not a list of names; re-export the model"
+            )
     return manifest
 
 

@@ -569,7 +569,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         help="measure variants, threads and windows per call on this machine; load() and serve use the fastest",
     )
     p.add_argument("model_dir")
-    p.add_argument("--seconds", type=float, default=40.0, help="time spent measuring, loading aside (default: 40)")
+    p.add_argument("--seconds", type=float, default=30.0, help="time spent measuring, loading aside (default: 30)")
     p.add_argument("--dry-run", action="store_true", help="measure and print, keep nothing")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no line per measurement")

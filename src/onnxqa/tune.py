@@ -28,6 +28,7 @@ from .runtime import TUNING, TUNING_FORMAT, machine_key
 __all__ = ["BATCH_SIZES", "TUNING", "tune"]
 
 BATCH_SIZES = (1, 4, 16)
+MARGIN = 0.03  # a setting must beat the defaults by this much to be chosen over them
 
 
 def _thread_counts() -> list[int]:
@@ -56,21 +57,22 @@ def _measure(qa: Any, pairs: list[tuple[str, str]], batch_size: int, seconds: fl
 def tune(
     model_dir: str | os.PathLike[str],
     *,
-    seconds: float = 40.0,
+    seconds: float = 30.0,
     write: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure each validated CPU variant of ``model_dir`` at each thread count (1, powers of
     two, all logical cores) and each of ``BATCH_SIZES`` windows per call, in about ``seconds``
-    (loading the variants adds to it); return the measurements and the fastest configuration, and
-    with ``write`` keep it in ``model_dir/onnxqa.tuning.json``.
+    (loading the variants adds to it); return the measurements and the fastest configuration
+    (the defaults unless another beats them by ``MARGIN``), and with ``write`` keep it in
+    ``model_dir/onnxqa.tuning.json``.
 
     Raises:
         ModelLoadError: the directory is not a model directory or has no CPU variant.
         InputError: ``seconds`` is not positive.
     """
     from .export import generated_pairs, validation_pairs
-    from .runtime import load, suited_precisions
+    from .runtime import QAOptions, load, suited_precisions
 
     if not seconds > 0:
         raise InputError(f"seconds must be positive, got {seconds!r}")
@@ -94,6 +96,12 @@ def tune(
                             f"{precision:>5}, {n} thread(s), {batch_size:>2} windows per call: {rate:.1f} questions/s"
                         )
     best = max(measured, key=lambda m: m["questions_per_s"])
+    # what load() does untuned: int8 where it passed its check, a thread per core, its batch size
+    batch = QAOptions().resolved(512, 512, "cpu").batch_size
+    untuned = (precisions[-1], threads[-1], batch)
+    default = next(m for m in measured if (m["precision"], m["threads"], m["batch_size"]) == untuned)
+    if best["questions_per_s"] < default["questions_per_s"] * (1 + MARGIN):
+        best = default  # within the measurements' noise: keep the defaults
     result = {
         "format": TUNING_FORMAT,
         "machine": machine_key(),

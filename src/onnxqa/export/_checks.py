@@ -66,12 +66,15 @@ def torch_reference(
     return feeds, logits
 
 
-def onnx_logits(path: Path, feeds: Sequence[dict[str, np.ndarray]], device: str = "cpu") -> list[np.ndarray]:
-    """onnxruntime's (2, n) start/end logits of the graph at ``path`` for each input."""
+def onnx_logits(
+    path: Path, feeds: Sequence[dict[str, np.ndarray]], device: str = "cpu", disabled_optimizers: Sequence[str] = ()
+) -> list[np.ndarray]:
+    """onnxruntime's (2, n) start/end logits of the graph at ``path`` for each input, in a session
+    without ``disabled_optimizers`` (as the runtime will run it)."""
     import onnxruntime as ort
 
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), providers=providers)
+    session = ort.InferenceSession(str(path), providers=providers, disabled_optimizers=list(disabled_optimizers))
     names = {i.name for i in session.get_inputs()}
     out = []
     for feed in feeds:
@@ -88,12 +91,13 @@ def check_variant(
     feeds: Sequence[dict[str, np.ndarray]],
     fp32_logits: Sequence[np.ndarray],
     device: str,
+    disabled_optimizers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Compare ``precision`` with fp32 on answers and logits; the manifest's ``validation`` entry."""
     from ..runtime import QuestionAnswerer
 
     limits = LIMITS[precision]
-    logits = onnx_logits(work / file, feeds, device)
+    logits = onnx_logits(work / file, feeds, device, disabled_optimizers)
     finite = all(bool(np.isfinite(x).all()) for x in logits)
     scales = [max(float(ref.std()), 1e-6) for ref in fp32_logits]
     diffs = [np.abs(x - ref) for x, ref in zip(logits, fp32_logits)]

@@ -34,7 +34,7 @@ from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
 from ._families import FUSIONS, family_of
 from ._io import data_file, is_large, save_onnx
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
-from ._passes import INT8_PASSES, run_passes
+from ._passes import INT8_PASSES, disabled_optimizers, run_passes
 from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
 from ._source import Checkpoint, load_checkpoint, resolve
 
@@ -180,14 +180,15 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
     with steps.step("exporting the PyTorch graph to ONNX"):
         raw_model, opset = _export_onnx(ckpt, work / "raw", config.opset, manifest)
     with steps.step("optimizing for CPU (fused attention, layer norm, GELU)"):
-        fused = _optimize(raw_model, manifest, work / FP32_FILE, use_gpu=False)
+        fused, written = _optimize(raw_model, manifest, work / FP32_FILE, use_gpu=False)
         steps.note(", ".join(f"{k} {v}" for k, v in fused.items()))
         _check_fusions(ckpt.config.model_type, fused)
     windower = Windower((work / TOKENIZER_FILE).read_text(encoding="utf-8"), manifest["tokenizer"]["cls_token_id"])
     uses_types = manifest["architecture"]["uses_token_type_ids"]
     with steps.step("validating fp32 against PyTorch on the bundled question/context pairs"):
-        validation = _validate_fp32(ckpt, work, windower, uses_types, config.atol, steps)
-    manifest["variants"]["fp32"] = {**_variant_entry(work, FP32_FILE, "fp32", opset, fused), "validation": validation}
+        validation = _validate_fp32(ckpt, work, windower, uses_types, config.atol, steps, _kept_apart(manifest))
+    fp32_entry = _variant_entry(work, FP32_FILE, "fp32", opset, written)
+    manifest["variants"]["fp32"] = {**fp32_entry, **_kept_apart(manifest), "validation": validation}
     _write_manifest(work, manifest)
     pairs = check_pairs(config.check_pairs)
     feeds = model_inputs(windower, pairs, uses_types)
@@ -195,10 +196,11 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
 
     def check(precision: str, file: str, device: str) -> None:
         if not fp32_logits:
-            fp32_logits.extend(onnx_logits(work / FP32_FILE, feeds))
+            fp32_logits.extend(onnx_logits(work / FP32_FILE, feeds, **_kept_apart(manifest)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the variant is not validated yet while it is being checked
-            result = check_variant(work, precision, file, pairs, feeds, fp32_logits, device)
+            kept_apart = manifest["variants"][precision].get("disabled_optimizers", [])
+            result = check_variant(work, precision, file, pairs, feeds, fp32_logits, device, kept_apart)
         manifest["variants"][precision]["validation"] = result
         steps.note(
             f"{precision}: answers equal to fp32 on {result['answers_equal']}/{result['pairs']} pairs, mean relative "
@@ -378,14 +380,18 @@ def _optimized(raw_model: Path, manifest: dict[str, Any], use_gpu: bool) -> Any:
         )
 
 
-def _optimize(raw_model: Path, manifest: dict[str, Any], out: Path, use_gpu: bool) -> dict[str, int]:
+def _optimize(
+    raw_model: Path, manifest: dict[str, Any], out: Path, use_gpu: bool
+) -> tuple[dict[str, int], dict[str, int]]:
     """onnxruntime's transformer optimizer (fusions only), then on the CPU graph onnxqa's own
-    passes (recorded in the manifest); the fused-operator counts."""
+    passes (recorded in the manifest); the operator counts after the optimizer (what it fused) and
+    in the file written."""
     opt = _optimized(raw_model, manifest, use_gpu)
+    fused = _fused_counts(opt.model)
     if not use_gpu:
         manifest["graph_passes"] = run_passes(opt.model)
     _save_optimized(opt, out)
-    return _fused_counts(opt.model)
+    return fused, _fused_counts(opt.model)
 
 
 def _save_optimized(opt: Any, out: Path) -> None:
@@ -395,13 +401,19 @@ def _save_optimized(opt: Any, out: Path) -> None:
 
 
 def _validate_fp32(
-    ckpt: Checkpoint, work: Path, windower: Windower, uses_types: bool, atol: float, steps: Steps
+    ckpt: Checkpoint,
+    work: Path,
+    windower: Windower,
+    uses_types: bool,
+    atol: float,
+    steps: Steps,
+    session: dict[str, Any],
 ) -> dict[str, Any]:
     """fp32 ONNX logits against PyTorch's on every window of the bundled pairs: the manifest's
     validation entry. Raises ValidationError."""
     pairs = validation_pairs()
     feeds, reference = torch_reference(ckpt.model, windower, pairs, uses_types)
-    logits = onnx_logits(work / FP32_FILE, feeds)
+    logits = onnx_logits(work / FP32_FILE, feeds, **session)
     if not all(np.isfinite(x).all() for x in logits):
         raise ValidationError("the fp32 ONNX graph produced NaN or infinite logits; nothing was written")
     diff = max(float(np.abs(a - b).max()) for a, b in zip(logits, reference))
@@ -488,8 +500,7 @@ def _quantize(
         "int8, per row, dequantized after the gather" if passes["quantize_vocabulary_tables"] else "fp32"
     )
     entry = _variant_entry(work, INT8_FILE, "int8", opset, _fused_counts(model))
-    entry["quantization"] = quantization
-    entry["graph_passes"] = passes
+    entry.update(_kept_apart(manifest), quantization=quantization, graph_passes=passes)
     manifest["variants"]["int8"] = entry
     _write_manifest(work, manifest)
 
@@ -505,6 +516,13 @@ def _to_fp16(raw_model: Path, work: Path, manifest: dict[str, Any], opset: int) 
     _save_optimized(gpu, work / FP16_FILE)
     manifest["variants"]["fp16"] = _variant_entry(work, FP16_FILE, "fp16", opset, _fused_counts(gpu.model))
     _write_manifest(work, manifest)
+
+
+def _kept_apart(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a CPU variant's manifest entry says about its session: the onnxruntime optimizers it
+    must run without, so that they do not fuse back what onnxqa's passes took apart."""
+    disabled = disabled_optimizers(manifest.get("graph_passes", {}))
+    return {"disabled_optimizers": disabled} if disabled else {}
 
 
 def _write_manifest(work: Path, manifest: dict[str, Any]) -> None:

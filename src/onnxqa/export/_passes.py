@@ -14,11 +14,15 @@ import numpy as np
 
 __all__ = [
     "INT8_PASSES",
+    "KEPT_APART",
     "PASSES",
     "VOCABULARY_ROWS",
+    "disabled_optimizers",
     "fold_constant_subgraphs",
     "quantize_vocabulary_tables",
     "run_passes",
+    "unfuse_bias_gelu",
+    "unfuse_skip_layer_norm",
 ]
 
 
@@ -225,7 +229,78 @@ def quantize_vocabulary_tables(model: Any) -> int:
     return len(chosen)
 
 
-PASSES = {"fold_constant_subgraphs": fold_constant_subgraphs}
+def _attribute(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+
+
+def unfuse_skip_layer_norm(model: Any) -> int:
+    """``SkipLayerNormalization`` -> ``Add`` (+ ``Add`` of its bias) + ``LayerNormalization``: on
+    the CPU onnxruntime's fused kernel is a scalar loop, ``LayerNormalization`` an MLAS kernel
+    (measured in docs/benchmarks.md, "Graph passes"). The same arithmetic; the session must then
+    run without ``SkipLayerNormFusion`` (see ``KEPT_APART``). A node whose mean or variance
+    output is read stays fused. Returns the number rewritten."""
+    from onnx import helper
+
+    graph, nodes, rewritten = model.graph, [], 0
+    read = _read(graph.node) | {o.name for o in graph.output}
+    for node in graph.node:
+        stats = [o for o in node.output[1:3] if o]
+        if node.op_type != "SkipLayerNormalization" or set(stats) & read:
+            nodes.append(node)
+            continue
+        name = node.name or node.output[0]
+        total = f"{name}_input_skip_sum"
+        nodes.append(helper.make_node("Add", list(node.input[:2]), [total], name=f"{name}_add"))
+        if len(node.input) > 4 and node.input[4]:
+            nodes.append(helper.make_node("Add", [total, node.input[4]], [f"{total}_bias"], name=f"{name}_add_bias"))
+            total = f"{total}_bias"
+        norm = [total, node.input[2]] + ([node.input[3]] if len(node.input) > 3 and node.input[3] else [])
+        epsilon = _attribute(node, "epsilon", 1e-12)
+        nodes.append(
+            helper.make_node(
+                "LayerNormalization", norm, [node.output[0]], name=f"{name}_norm", axis=-1, epsilon=epsilon
+            )
+        )
+        if len(node.output) > 3 and node.output[3]:  # the sum itself, read by the next layer's skip
+            nodes.append(helper.make_node("Identity", [total], [node.output[3]], name=f"{name}_sum"))
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
+
+
+def unfuse_bias_gelu(model: Any) -> int:
+    """``BiasGelu`` -> ``Add`` + ``Gelu`` (both onnxruntime operators with vectorized CPU kernels;
+    the fused one is not); the session must then run without ``BiasGeluFusion``. Returns the
+    number rewritten."""
+    from onnx import helper
+
+    graph, nodes, rewritten = model.graph, [], 0
+    for node in graph.node:
+        if node.op_type != "BiasGelu":
+            nodes.append(node)
+            continue
+        name = node.name or node.output[0]
+        nodes.append(helper.make_node("Add", list(node.input[:2]), [f"{name}_biased"], name=f"{name}_add"))
+        nodes.append(
+            helper.make_node("Gelu", [f"{name}_biased"], [node.output[0]], name=f"{name}_gelu", domain="com.microsoft")
+        )
+        rewritten += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return rewritten
+
+
+PASSES = {
+    "fold_constant_subgraphs": fold_constant_subgraphs,
+    "unfuse_skip_layer_norm": unfuse_skip_layer_norm,
+    "unfuse_bias_gelu": unfuse_bias_gelu,
+}
+# onnxruntime's own optimizers that would fuse back what a pass took apart: a session over a graph
+# the pass changed runs without them (the manifest lists them per variant, the runtime obeys)
+KEPT_APART = {"unfuse_skip_layer_norm": "SkipLayerNormFusion", "unfuse_bias_gelu": "BiasGeluFusion"}
 INT8_PASSES = {"quantize_vocabulary_tables": quantize_vocabulary_tables}
 
 
@@ -233,3 +308,8 @@ def run_passes(model: Any, passes: dict[str, Any] = PASSES) -> dict[str, int]:
     """Every pass of ``passes`` in order on ``model`` (changed in place): how many places each
     changed."""
     return {name: fn(model) for name, fn in passes.items()}
+
+
+def disabled_optimizers(counts: dict[str, int]) -> list[str]:
+    """The onnxruntime optimizers a session must leave out after passes that changed ``counts``."""
+    return [KEPT_APART[name] for name, n in counts.items() if n and name in KEPT_APART]

@@ -111,10 +111,11 @@ class QuestionAnswerer:
             raise InputError("cuda_graph=True needs shape buckets (a graph per shape): leave buckets on")
         variant = variants[self.precision]
         self._batch_invariant = batch_invariant(self.precision, variant)
-        # a graph with external data is read once, hashed, then handed over with its data files;
-        # any other onnxruntime reads from its path while a thread hashes it (a cold start ~0.1 s
-        # shorter for a 768-wide int8 graph), checked before any answer
-        if variant.get("external_data"):
+        # on CPU onnxruntime reads the graph from its path while a thread hashes it (a cold start
+        # ~0.1 s shorter for a 768-wide int8 graph), checked before any answer; a graph with
+        # external data, or for CUDA (which may make a session per shape later), is read once,
+        # hashed, and handed over as bytes
+        if variant.get("external_data") or self.device != "cpu":
             graph: bytes | Path = read_verified(self.model_dir, variant["file"], variant["sha256"])
             verify: Callable[[], None] = _already_verified
         else:
@@ -129,6 +130,7 @@ class QuestionAnswerer:
                     cuda_graph=cuda_graph,
                     # with buckets a CUDA engine sees few shapes: device buffers of their own for each
                     fixed_buffers=self.buckets is not None and self.device == "cuda",
+                    disabled_optimizers=tuple(variant.get("disabled_optimizers", ())),
                 ),
                 external_data=read_external_data(self.model_dir, variant),
             )

@@ -68,6 +68,8 @@ class SessionSettings:
     cuda_graph: bool = False  # capture and replay one CUDA graph per input shape (CUDA only)
     fixed_buffers: bool = False  # one bound set of buffers per input shape (always with cuda_graph)
     shape_sessions: bool = False  # with fixed_buffers, a session per shape (chosen by itself when needed)
+    # onnxruntime optimizers left out: the manifest's, where onnxqa's passes took apart what they fuse
+    disabled_optimizers: tuple[str, ...] = ()
 
 
 def preload_cuda_libraries() -> str:
@@ -268,7 +270,8 @@ class Engine:
         providers = [cuda, _CPU] if self.device == "cuda" else [_CPU]
         try:
             source = str(model) if isinstance(model, Path) else model
-            session = ort.InferenceSession(source, sess_options=opts, providers=providers)
+            disabled = list(settings.disabled_optimizers)
+            session = ort.InferenceSession(source, sess_options=opts, providers=providers, disabled_optimizers=disabled)
         except Exception as exc:  # onnxruntime raises its own exception types
             text = str(exc)
             if graph and "graph capture" in text.lower():
