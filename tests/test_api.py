@@ -18,6 +18,7 @@ def test_all_is_sorted_and_complete():
         "squad",
         "evaluation",
         "bench",
+        "tune",
         "batch",
         "serve",  # subpackages of optional extras, present once imported
         "haystack",

@@ -73,7 +73,16 @@ def test_a_choice_made_elsewhere_is_ignored(tuned, tmp_path, edit):
         assert qa.tuning is None and qa.precision == "int8" and qa.options.batch_size is None  # the defaults
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"format": 1}', '{"format": 1, "chosen": {"threads": 0}}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        '{"format": 1}',
+        '{"format": 1, "chosen": {"threads": 0}}',
+        '{"format": 1, "chosen": {"precision": "int8", "threads": true, "batch_size": 1}, '
+        '"variants": {"int8": ""}, "machine": {}}',
+    ],
+)
 def test_a_broken_tuning_file_is_a_clear_error(tuned, tmp_path, text):
     model = tmp_path / "model"
     shutil.copytree(tuned[0], model)

@@ -271,7 +271,8 @@ class Engine:
         try:
             source = str(model) if isinstance(model, Path) else model
             disabled = list(settings.disabled_optimizers)
-            session = ort.InferenceSession(source, sess_options=opts, providers=providers, disabled_optimizers=disabled)
+            kept_apart = {"disabled_optimizers": disabled} if disabled else {}
+            session = ort.InferenceSession(source, sess_options=opts, providers=providers, **kept_apart)
         except Exception as exc:  # onnxruntime raises its own exception types
             text = str(exc)
             if graph and "graph capture" in text.lower():

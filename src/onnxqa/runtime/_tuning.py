@@ -55,7 +55,8 @@ def read_tuning(model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | N
         machine = data["machine"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"{path} cannot be read ({exc!r}); run `onnxqa tune` again or delete it") from exc
-    valid = isinstance(threads, int) and threads >= 1 and isinstance(batch_size, int) and batch_size >= 1
+    counts = [n for n in (threads, batch_size) if isinstance(n, int) and not isinstance(n, bool) and n >= 1]
+    valid = isinstance(precision, str) and len(counts) == 2
     if not valid or data.get("format") != TUNING_FORMAT:
         raise ModelLoadError(f"{path} is not a tuning file of this onnxqa; run `onnxqa tune` again or delete it")
     variant = manifest["variants"].get(precision)
