@@ -238,7 +238,8 @@ def _attribute(node: Any, name: str, default: Any) -> Any:
 def unfuse_skip_layer_norm(model: Any) -> int:
     """``SkipLayerNormalization`` -> ``Add`` (+ ``Add`` of its bias) + ``LayerNormalization``: on
     the CPU onnxruntime's fused kernel is a scalar loop, ``LayerNormalization`` an MLAS kernel
-    (measured in docs/benchmarks.md, "Graph passes"). The same arithmetic; the session must then
+    (faster from ~150-token windows on; measured in docs/benchmarks.md, "Fused kernels taken
+    apart"). The same arithmetic; the session must then
     run without ``SkipLayerNormFusion`` (see ``KEPT_APART``). A node whose mean or variance
     output is read stays fused. Returns the number rewritten."""
     from onnx import helper
