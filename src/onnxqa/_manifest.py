@@ -136,13 +136,17 @@ def safe_member(model_dir: Path, name: str) -> Path:
     return model_dir / candidate
 
 
+def _unreadable(path: Path, exc: OSError) -> ModelLoadError:
+    if isinstance(exc, FileNotFoundError):
+        return ModelLoadError(f"{path} is missing; the model directory is incomplete, re-export it")
+    return ModelLoadError(f"cannot read {path}: {exc}")
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path} is missing; the model directory is incomplete, re-export it") from None
     except OSError as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+        raise _unreadable(path, exc) from exc
 
 
 def _mismatch(path: Path) -> ModelLoadError:
@@ -177,11 +181,9 @@ def open_verifying(model_dir: Path, name: str, sha256: str) -> tuple[Path, Calla
     path = safe_member(model_dir, name)
     try:
         before = _identity(path)
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path} is missing; the model directory is incomplete, re-export it") from None
     except OSError as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-    digest: list[str | BaseException] = []
+        raise _unreadable(path, exc) from exc
+    digest: list[str | OSError] = []
 
     def run() -> None:
         try:
@@ -194,8 +196,8 @@ def open_verifying(model_dir: Path, name: str, sha256: str) -> tuple[Path, Calla
 
     def verify() -> None:
         thread.join()
-        if isinstance(digest[0], BaseException):
-            raise ModelLoadError(f"cannot read {path}: {digest[0]}")
+        if isinstance(digest[0], OSError):
+            raise _unreadable(path, digest[0])
         try:
             same = _identity(path) == before
         except OSError:
