@@ -17,6 +17,7 @@ from ._errors import ModelLoadError
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
+    "BACKENDS",
     "PRECISIONS",
     "batch_invariant",
     "read_external_data",
@@ -28,7 +29,9 @@ __all__ = [
 
 MANIFEST = "onnxqa.json"
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = ("fp32", "int8", "fp16", "openvino-int8")
+BACKENDS = {"openvino-int8": "openvino"}
+"""Variants run by a backend other than onnxruntime: the variant's name -> the backend."""
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -275,7 +275,9 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
 
 def _runtime_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto")
-    p.add_argument("--precision", default=precision, help=f"auto, fp32, int8 or fp16 (default: {precision})")
+    p.add_argument(
+        "--precision", default=precision, help=f"auto, fp32, int8, openvino-int8 or fp16 (default: {precision})"
+    )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
 
 
@@ -301,7 +303,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output_dir")
     precisions = ",".join(default.precisions)
     p.add_argument(
-        "--precision", default=precisions, help=f"comma-separated subset of fp32,int8,fp16 (default: {precisions})"
+        "--precision",
+        default=precisions,
+        help=f"comma-separated subset of fp32,int8,openvino-int8,fp16 (default: {precisions}; openvino-int8 needs "
+        "the openvino extra)",
     )
     p.add_argument(
         "--force",

@@ -1,9 +1,10 @@
-"""``onnxqa tune MODEL_DIR``: measure, on this machine, which CPU variant, thread count and windows
-per call answer fastest, and keep the winner beside the model for :func:`onnxqa.load` and
+"""``onnxqa tune MODEL_DIR``: measure, on this machine, which CPU variant (onnxruntime's fp32 and
+int8, OpenVINO's int8 where the directory has it and the openvino extra is installed), thread count
+and windows per call answer fastest, and keep the winner beside the model for :func:`onnxqa.load` and
 ``onnxqa serve``.
 
 The choice is written to ``MODEL_DIR/onnxqa.tuning.json`` with the machine it was measured on (CPU
-model, logical cores, onnxruntime and onnxqa versions) and the hashes of the variants measured.
+model, logical cores, onnxruntime, OpenVINO and onnxqa versions) and the hashes of the variants measured.
 ``load()`` uses it only on that machine, for those files, and only for what the caller left open:
 ``precision="auto"``, ``threads=None`` (and no ``ONNXQA_THREADS``), no ``batch_size``. Anywhere
 else, or without tuning, the defaults are as before. What is measured is throughput: questions per
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InputError
-from ._manifest import read_manifest, variant_status
+from ._manifest import BACKENDS, read_manifest, variant_status
 from ._paths import write_text_atomic
 from .runtime import TUNING, TUNING_FORMAT, machine_key
 
@@ -72,14 +73,19 @@ def tune(
         InputError: ``seconds`` is not positive.
     """
     from .export import generated_pairs, validation_pairs
-    from .runtime import QAOptions, load, suited_precisions
+    from .runtime import AUTO_PRECISION, QAOptions, load, openvino_available, suited_precisions
 
     if not seconds > 0:
         raise InputError(f"seconds must be positive, got {seconds!r}")
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     variants = manifest["variants"]
-    precisions = [p for p in suited_precisions(model_dir, "cpu") if variant_status(variants[p]) != "failed"]
+    # each validated CPU variant whose backend is installed (openvino-int8: the openvino extra)
+    precisions = [
+        p
+        for p in suited_precisions(model_dir, "cpu")
+        if variant_status(variants[p]) != "failed" and (p not in BACKENDS or openvino_available())
+    ]
     threads, pairs = _thread_counts(), validation_pairs() + generated_pairs(42)
     each = seconds / (len(precisions) * len(threads) * len(BATCH_SIZES))
     measured = []
@@ -98,7 +104,7 @@ def tune(
     best = max(measured, key=lambda m: m["questions_per_s"])
     # what load() does untuned: int8 where it passed its check, a thread per core, its batch size
     batch = QAOptions().resolved(512, 512, "cpu").batch_size
-    untuned = (precisions[-1], threads[-1], batch)
+    untuned = (next(p for p in (*AUTO_PRECISION["cpu"], *precisions) if p in precisions), threads[-1], batch)
     default = next(m for m in measured if (m["precision"], m["threads"], m["batch_size"]) == untuned)
     if best["questions_per_s"] < default["questions_per_s"] * (1 + MARGIN):
         best = default  # within the measurements' noise: keep the defaults

@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from .._manifest import BACKENDS
+from ._openvino import openvino_logits
+
 __all__ = ["LIMITS", "Limits", "check_variant", "model_inputs", "onnx_logits", "torch_reference"]
 
 
@@ -35,6 +38,7 @@ class Limits:
 # on 93-96% of pairs with a relative difference of 0.013-0.045 on the seeds and the trained
 # reference model; fp16 differs from fp32 by about 1e-3 relative.
 LIMITS = {"int8": Limits(min_agreement=0.85, max_rel_diff=0.1), "fp16": Limits(min_agreement=0.98, max_rel_diff=0.01)}
+LIMITS["openvino-int8"] = LIMITS["int8"]
 
 
 def model_inputs(windower: Any, pairs: Sequence[tuple[str, str]], uses_types: bool) -> list[dict[str, np.ndarray]]:
@@ -97,7 +101,10 @@ def check_variant(
     from ..runtime import QuestionAnswerer
 
     limits = LIMITS[precision]
-    logits = onnx_logits(work / file, feeds, device, disabled_optimizers)
+    if BACKENDS.get(precision) == "openvino":
+        logits = openvino_logits(work, feeds)
+    else:
+        logits = onnx_logits(work / file, feeds, device, disabled_optimizers)
     finite = all(bool(np.isfinite(x).all()) for x in logits)
     scales = [max(float(ref.std()), 1e-6) for ref in fp32_logits]
     diffs = [np.abs(x - ref) for x, ref in zip(logits, fp32_logits)]

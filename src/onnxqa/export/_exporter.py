@@ -33,6 +33,7 @@ from ..runtime import Windower
 from ._checks import check_variant, model_inputs, onnx_logits, torch_reference
 from ._families import FUSIONS, family_of
 from ._io import data_file, is_large, save_onnx
+from ._openvino import OPENVINO_FILE, quantize_openvino, require_openvino
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
 from ._passes import INT8_PASSES, disabled_optimizers, run_passes
 from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
@@ -50,6 +51,11 @@ _COUNTED = (
     + ("QuantizeLinear", "DequantizeLinear")
 )
 INT8_METHODS = ("static", "dynamic")
+_NO_CUDA = {
+    "status": "unvalidated",
+    "reason": "CUDA unavailable at export: fp16 runs on the CUDA execution provider only; "
+    "export on a machine with CUDA to validate it",
+}
 FP32_FILE, INT8_FILE, FP16_FILE, TOKENIZER_FILE = (
     "model.fp32.onnx",
     "model.int8.onnx",
@@ -131,6 +137,8 @@ def export(source: str, output_dir: str | os.PathLike[str], config: ExportConfig
     """
     config = config or ExportConfig()
     _require_export_extra()
+    if "openvino-int8" in config.precisions:
+        require_openvino()
     out = Path(output_dir).expanduser()
     src, from_hub = resolve(source)
     tok = resolve(config.tokenizer, "tokenizer")[0] if config.tokenizer else None
@@ -227,6 +235,10 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
         with steps.step(f"quantizing to int8 ({config.int8}) and checking it against fp32"):
             _quantize(work, manifest, opset, config, windower, uses_types)
             check("int8", INT8_FILE, "cpu")
+    if "openvino-int8" in config.precisions:
+        with steps.step("converting to OpenVINO, quantizing to int8 (NNCF) and checking it against fp32"):
+            _openvino_int8(raw_model, work, manifest, config, windower, uses_types)
+            check("openvino-int8", OPENVINO_FILE, "cpu")
     if "fp16" in config.precisions:
         with steps.step("optimizing for GPU and converting to fp16 (float32 inputs/outputs)"):
             _to_fp16(raw_model, work, manifest, opset)
@@ -235,11 +247,7 @@ def _export_into(source: str, src: Path, from_hub: bool, tok: Path | None, work:
             if cuda_available():
                 check("fp16", FP16_FILE, "cuda")
             else:
-                manifest["variants"]["fp16"]["validation"] = {
-                    "status": "unvalidated",
-                    "reason": "CUDA unavailable at export: fp16 runs on the CUDA execution provider only; "
-                    "export on a machine with CUDA to validate it",
-                }
+                manifest["variants"]["fp16"]["validation"] = _NO_CUDA
                 steps.note("fp16 not validated: no CUDA execution provider here")
 
     if "fp32" not in config.precisions:
@@ -502,6 +510,18 @@ def _quantize(
     entry = _variant_entry(work, INT8_FILE, "int8", opset, _fused_counts(model))
     entry.update(_kept_apart(manifest), quantization=quantization, graph_passes=passes)
     manifest["variants"]["int8"] = entry
+    _write_manifest(work, manifest)
+
+
+def _openvino_int8(
+    raw_model: Path, work: Path, manifest: dict[str, Any], config: ExportConfig, windower: Windower, uses_types: bool
+) -> None:
+    """The OpenVINO int8 variant of the plain ONNX graph, calibrated on the windows that
+    calibrate the onnxruntime int8."""
+    pairs, record = _calibration_set(config)
+    manifest["variants"]["openvino-int8"] = quantize_openvino(
+        raw_model, model_inputs(windower, pairs, uses_types), work, record, progress=config.progress
+    )
     _write_manifest(work, manifest)
 
 

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import InputError, ModelLoadError, ProviderError, RequestTooLargeError
-from .._manifest import batch_invariant, open_verifying, read_external_data, read_manifest, read_verified
+from .._manifest import BACKENDS, batch_invariant, open_verifying, read_external_data, read_manifest, read_verified
 from ._answer import DEFAULT_BATCH, Answer, QAOptions
 from ._async import AsyncFront
 from ._buckets import Batch, plan_batches, resolve_buckets
@@ -19,6 +19,9 @@ from ._documents import DocumentAnswer, ReaderOptions, as_documents, tokenizable
 from ._pipeline import DocumentsJob, Job, PairsJob, Result, StageHook, finish, run_call, run_jobs, run_planned
 from ._scheduler import CALL_PADDING, BatchSettings, Call, Scheduler
 from ._session import Engine, SessionSettings, default_threads, resolve_device
+
+if TYPE_CHECKING:
+    from ._openvino import OpenVINOEngine
 from ._tuning import read_tuning
 from ._variants import pick_precision
 from ._windows import Windower, check_text
@@ -111,6 +114,27 @@ class QuestionAnswerer:
             raise InputError("cuda_graph=True needs shape buckets (a graph per shape): leave buckets on")
         variant = variants[self.precision]
         self._batch_invariant = batch_invariant(self.precision, variant)
+        self._engine = self._make_engine(variant, threads, arena, cuda_graph)
+        self._call_listeners: list[Callable[[int, int, float], None]] = []
+        self._stage_listeners: list[StageHook] = []
+        self._async = AsyncFront(self._make_scheduler)
+
+    def _make_engine(
+        self, variant: dict[str, Any], threads: int | None, arena: bool, cuda_graph: bool
+    ) -> Engine | OpenVINOEngine:
+        """The engine of the chosen variant, its files checked against the manifest's hashes
+        before any answer."""
+        if BACKENDS.get(self.precision) == "openvino":
+            from ._openvino import OpenVINOEngine
+
+            graph_bytes = read_verified(self.model_dir, variant["file"], variant["sha256"])
+            weights = list(read_external_data(self.model_dir, variant).values())
+            if len(weights) != 1:
+                raise ModelLoadError(
+                    f"{self.model_dir}: the manifest lists no single weights file for the {self.precision} variant; "
+                    "re-export the model"
+                )
+            return OpenVINOEngine(graph_bytes, weights[0], threads=threads)
         # on CPU onnxruntime reads the graph from its path while a thread hashes it (a cold start
         # ~0.1 s shorter for a 768-wide int8 graph), checked before any answer; a graph with
         # external data, or for CUDA (which may make a session per shape later), is read once,
@@ -121,7 +145,7 @@ class QuestionAnswerer:
         else:
             graph, verify = open_verifying(self.model_dir, variant["file"], variant["sha256"])
         try:
-            self._engine = Engine(
+            return Engine(
                 graph,
                 self.device,
                 SessionSettings(
@@ -136,9 +160,6 @@ class QuestionAnswerer:
             )
         finally:
             verify()  # before any answer; a corrupted file is reported as such, not as onnxruntime saw it
-        self._call_listeners: list[Callable[[int, int, float], None]] = []
-        self._stage_listeners: list[StageHook] = []
-        self._async = AsyncFront(self._make_scheduler)
 
     def _load_tokenizer(self, tok: dict[str, Any], vocab_size: object) -> Windower:
         tokenizer_bytes = read_verified(self.model_dir, tok["file"], tok["sha256"])
@@ -330,10 +351,10 @@ class QuestionAnswerer:
     # ------------------------------------------------------------------ introspection, for benchmarks
 
     @property
-    def engine(self) -> Engine:
-        """The inference engine (read-only use): ``session`` (the onnxruntime session),
-        ``input_names``, ``device``, ``shapes`` and ``shape_sessions`` (fixed-buffer shapes on
-        CUDA), ``time_call(rows, width)``."""
+    def engine(self) -> Engine | OpenVINOEngine:
+        """The inference engine (read-only use): ``session`` (the onnxruntime session; None for
+        OpenVINO), ``input_names``, ``device``, ``shapes`` and ``shape_sessions`` (fixed-buffer
+        shapes on CUDA), ``time_call(rows, width)``."""
         return self._engine
 
     def window_lengths(self, pairs: Iterable[tuple[str, str]], **options: Any) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Any
 import onnxruntime as ort
 
 from .._errors import ModelLoadError
+from ._openvino import openvino_version
 
 __all__ = ["TUNING_FORMAT", "TUNING", "cpu_name", "machine_key", "read_tuning"]
 
@@ -32,12 +33,19 @@ def cpu_name() -> str:
 
 
 def machine_key() -> dict[str, Any]:
-    """What a tuning result is valid for: this CPU model and core count, this onnxruntime and onnxqa."""
+    """What a tuning result is valid for: this CPU model and core count, this onnxruntime, OpenVINO
+    (None when not installed) and onnxqa."""
     try:
         version = metadata.version("onnxqa")
     except metadata.PackageNotFoundError:  # run from a source tree
         version = "unknown"
-    return {"cpu": cpu_name(), "logical_cores": os.cpu_count(), "onnxruntime": ort.__version__, "onnxqa": version}
+    return {
+        "cpu": cpu_name(),
+        "logical_cores": os.cpu_count(),
+        "onnxruntime": ort.__version__,
+        "openvino": openvino_version(),
+        "onnxqa": version,
+    }
 
 
 def read_tuning(model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:

@@ -13,9 +13,9 @@ from .._manifest import PRECISIONS, read_manifest, variant_status
 __all__ = ["AUTO_PRECISION", "SUITED_PRECISIONS", "pick_precision", "suited_precisions"]
 
 # precision="auto" picks the first of these that passed its check at export (see pick_precision)
-AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
-SUITED_PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}
-"""The precisions that run on each device, fp32 first."""
+AUTO_PRECISION = {"cpu": ("int8", "fp32", "openvino-int8"), "cuda": ("fp16", "fp32")}
+SUITED_PRECISIONS = {"cpu": ("fp32", "int8", "openvino-int8"), "cuda": ("fp32", "fp16")}
+"""The precisions that run on each device, fp32 first (``openvino-int8``: on OpenVINO, an extra)."""
 _warned: set[tuple[str, str]] = set()  # (model directory, precision) already warned about
 
 
