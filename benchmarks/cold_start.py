@@ -130,14 +130,17 @@ def main() -> None:
         fp32_bytes = variants["fp32"]["bytes"] if "fp32" in variants else None
         for precision in args.precision:
             log(f"{model_dir.name} {precision}: {args.runs} fresh processes")
+            variant = variants[precision]
+            size = variant["bytes"] + sum(part["bytes"] for part in variant.get("external_data", []))
             entry = {
                 "model": model_dir.name,
                 "precision": precision,
-                "bytes": variants[precision]["bytes"],
-                "bytes_vs_fp32": variants[precision]["bytes"] / fp32_bytes if fp32_bytes else None,
+                "bytes": size,  # graph and weights files
+                "bytes_vs_fp32": size / fp32_bytes if fp32_bytes else None,
                 "seconds": _summary(_runs(_ONE_RUN, model_dir, precision, args.runs)),
-                "load_parts": _summary(_runs(_PARTS, model_dir, precision, max(3, args.runs // 2))),
             }
+            if "backend" not in variant:  # the parts of an onnxruntime load
+                entry["load_parts"] = _summary(_runs(_PARTS, model_dir, precision, max(3, args.runs // 2)))
             if args.serve_workers:
                 entry["serve_workers"] = args.serve_workers
                 entry["serve_rss_bytes"] = _served_rss(model_dir, precision, args.serve_workers)

@@ -14,8 +14,16 @@ values):
   pipeline-fp32   transformers question-answering pipeline, PyTorch fp32 (batch of one, its default)
   optimum-O2      optimum ORTModelForQuestionAnswering, optimized O2, in that pipeline
   optimum-int8    the same, dynamically quantized with optimum's avx512_vnni / avx2 preset
+  optimum-intel   optimum-intel's OVModelForQuestionAnswering (exported, OpenVINO's default precision)
+                  in that pipeline (`pip install optimum-intel` with transformers 4.57: 1.27)
+  optimum-intel-int8w  the same with int8 weights (load_in_8bit)
+  openvino-*-alone     OpenVINO's compiled model alone on onnxqa's windows, batch of one, warmed over
+                  every window first (it compiles kernels per shape): f32 and bf16 precision hints on
+                  the plain ONNX export, and onnxqa's NNCF int8 (the openvino-int8 variant)
   onnxqa-fp32     onnxqa, fp32 variant
-  onnxqa-int8     onnxqa, int8 variant
+  onnxqa-int8     onnxqa, int8 variant (onnxruntime)
+  onnxqa-openvino-int8  onnxqa, openvino-int8 variant (OpenVINO, the openvino extra)
+  onnxqa-tuned    onnxqa after `onnxqa tune` (30 s) on a copy of the model directory
   onnxqa-fp16     onnxqa on CUDA (only where a GPU is present)
 Measured: throughput (questions/s) on the first N questions of SQuAD 2.0 dev, single-question
 latency p50/p90/p99, effective GFLOP/s against the machine's measured fp32 / int8 matmul peak, and
@@ -57,7 +65,24 @@ from common import (
     write_section,
 )
 
-ENGINES = ("pipeline-fp32", "optimum-O2", "optimum-int8", "onnxqa-fp32", "onnxqa-int8", "onnxqa-fp16")
+ENGINES = (
+    "pipeline-fp32",
+    "optimum-O2",
+    "optimum-int8",
+    "optimum-intel",
+    "optimum-intel-int8w",
+    "openvino-f32-alone",
+    "openvino-bf16-alone",
+    "openvino-int8-alone",
+    "onnxqa-fp32",
+    "onnxqa-int8",
+    "onnxqa-openvino-int8",
+    "onnxqa-tuned",
+    "onnxqa-fp16",
+)
+# OpenVINO's compiled models alone on onnxqa's windows (no tokenization or decoding): no answers,
+# no accuracy; their questions/s is the questions over the time to run all their windows
+MODEL_ALONE = ("openvino-f32-alone", "openvino-bf16-alone", "openvino-int8-alone")
 START, END = markers("compare.py")
 # the families beyond the seeds: model name -> tests/families.py family
 FAMILY_MODELS = {
@@ -85,10 +110,11 @@ def model_checkpoint(name: str, out: Path) -> Path:
 
 
 class Engine:
-    """``one(q, c)`` answers one question; ``many(pairs)`` answers many; both return texts."""
+    """``one(q, c)`` answers one question; ``many(pairs)`` answers many; both return texts.
+    ``prepare(pairs)``, where given, runs before the clock starts."""
 
-    def __init__(self, name: str, one: Any, many: Any) -> None:
-        self.name, self.one, self.many = name, one, many
+    def __init__(self, name: str, one: Any, many: Any, prepare: Any = None) -> None:
+        self.name, self.one, self.many, self.prepare = name, one, many, prepare
 
 
 def pipeline_engine(name: str, pipe: Any) -> Engine:
@@ -100,11 +126,12 @@ def pipeline_engine(name: str, pipe: Any) -> Engine:
 
 
 def onnxqa_engine(name: str, qa: Any) -> Engine:
-    return Engine(
-        name,
-        lambda q, c, **kw: qa(q, c, **kw)[0].text,
-        lambda pairs, **kw: [a[0].text if a else "" for a in qa.batch(pairs, **kw)],
-    )
+    def many(pairs: list[tuple[str, str]], **kw: Any) -> list[str]:
+        return [a[0].text if a else "" for a in qa.batch(pairs, **kw)]
+
+    # prepared like the OpenVINO peers: every window shape run once before the clock (OpenVINO
+    # compiles kernels per new shape; onnxruntime does not need it)
+    return Engine(name, lambda q, c, **kw: qa(q, c, **kw)[0].text, many, prepare=many)
 
 
 @contextlib.contextmanager
@@ -140,6 +167,10 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
     def onnxqa_dir() -> Path:
         if not out.exists():
             precisions = ("fp32", "int8", "fp16") if cuda_available() else ("fp32", "int8")
+            if any(
+                e.startswith("onnxqa-openvino") or e == "openvino-int8-alone" or e == "onnxqa-tuned" for e in wanted
+            ):
+                precisions += ("openvino-int8",) if onnxqa.runtime.openvino_available() else ()
             # static int8 is calibrated on the bundled generated pairs, except the trained reference
             # model's: on SQuAD training questions (never the held-out ones), as a user would pass
             # --calibration with data of their domain
@@ -198,6 +229,63 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
             "optimum-int8" if int8 else "optimum-O2", pipeline("question-answering", model=model, tokenizer=tokenizer)
         )
 
+    def optimum_intel(int8: bool) -> Engine:
+        from optimum.intel import OVModelForQuestionAnswering
+        from transformers import AutoTokenizer, pipeline
+
+        model = OVModelForQuestionAnswering.from_pretrained(checkpoint, export=True, load_in_8bit=int8)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        return pipeline_engine(
+            "optimum-intel-int8w" if int8 else "optimum-intel",
+            pipeline("question-answering", model=model, tokenizer=tokenizer),
+        )
+
+    def alone(name: str) -> Engine:
+        precision = {"openvino-int8-alone": "f32", "openvino-f32-alone": "f32", "openvino-bf16-alone": "bf16"}[name]
+        if name == "openvino-int8-alone":
+            model_dir = onnxqa_dir()
+            variant = json.loads((model_dir / "onnxqa.json").read_text())["variants"].get("openvino-int8")
+            if variant is None:
+                raise ImportError("no openvino-int8 variant (the openvino extra is not installed)")
+            graph = model_dir / variant["file"]
+        else:
+            graph = plain_onnx()
+        return model_alone(name, graph, precision, onnxqa_dir())
+
+    def plain_onnx() -> Path:
+        raw = work / "plain-onnx"
+        if not raw.exists():
+            from optimum.exporters.onnx import main_export
+
+            main_export(str(checkpoint), raw, task="question-answering", do_validation=False)
+        return raw / "model.onnx"
+
+    def tuned() -> Engine:
+        import shutil
+
+        from onnxqa.tune import tune
+
+        copy = work / "onnxqa-tuned"
+        if not copy.exists():
+            shutil.copytree(onnxqa_dir(), copy)
+            chosen = tune(copy, seconds=30)["chosen"]
+            log(f"  tune chose {chosen}")
+            factories["_tuned"] = ", ".join(f"{k} {v}" for k, v in chosen.items())
+        return onnxqa_engine("onnxqa-tuned", onnxqa.load(copy, device="cpu"))
+
+    if "optimum-intel" in wanted:
+        factories["optimum-intel"] = lambda: optimum_intel(False)
+    if "optimum-intel-int8w" in wanted:
+        factories["optimum-intel-int8w"] = lambda: optimum_intel(True)
+    for name in MODEL_ALONE:
+        if name in wanted:
+            factories[name] = lambda n=name: alone(n)
+    if "onnxqa-openvino-int8" in wanted:
+        factories["onnxqa-openvino-int8"] = lambda: onnxqa_engine(
+            "onnxqa-openvino-int8", onnxqa.load(onnxqa_dir(), device="cpu", precision="openvino-int8")
+        )
+    if "onnxqa-tuned" in wanted:
+        factories["onnxqa-tuned"] = tuned
     if "pipeline-fp32" in wanted:
         factories["pipeline-fp32"] = transformers_pipe
     if "optimum-O2" in wanted:
@@ -217,6 +305,50 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
     return factories
 
 
+def model_alone(name: str, graph: Path, precision: str, model_dir: Path) -> Engine:
+    """OpenVINO's compiled ``graph`` alone on onnxqa's windows of each pair (tokenized before the
+    clock starts), one window per call, at ``precision`` ("f32" or "bf16"); warmed over every
+    window of the first pairs it is given. Answers are not decoded: its texts are empty."""
+    import openvino as ov
+
+    import onnxqa
+
+    compiled = ov.Core().compile_model(
+        str(graph), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    )
+    request = compiled.create_infer_request()
+    names = {n for port in compiled.inputs for n in port.get_names()}
+    windower = onnxqa.load(model_dir, device="cpu", precision="fp32")._windower
+    feeds: dict[tuple[str, str], list[dict[str, np.ndarray]]] = {}
+    warmed: set[tuple[int, ...]] = set()
+
+    def windows(pair: tuple[str, str]) -> list[dict[str, np.ndarray]]:
+        if pair not in feeds:
+            out = []
+            for w in windower.windows([pair], max_seq_len=384, doc_stride=128, max_question_len=64):
+                feed = {"input_ids": w.input_ids[None], "attention_mask": np.ones_like(w.input_ids)[None]}
+                if "token_type_ids" in names:
+                    feed["token_type_ids"] = w.type_ids[None]
+                out.append(feed)
+            feeds[pair] = out
+        return feeds[pair]
+
+    def run(pairs: list[tuple[str, str]]) -> list[str]:
+        todo = [f for pair in pairs for f in windows(pair)]
+        for f in todo:  # warm-up: every new shape compiled before the clock (as a fair peer is run)
+            if f["input_ids"].shape not in warmed:
+                request.infer(f)
+                warmed.add(f["input_ids"].shape)
+        return todo
+
+    def many(pairs: list[tuple[str, str]], **_: Any) -> list[str]:
+        for f in run(pairs):
+            request.infer(f)
+        return [""] * len(pairs)
+
+    return Engine(name, lambda q, c, **kw: many([(q, c)])[0], many, prepare=run)
+
+
 # ---------------------------------------------------------------- measurements
 
 
@@ -231,6 +363,8 @@ def export_checks(model_dir: Path) -> dict[str, Any]:
 def speed(engine: Engine, pairs: list[tuple[str, str]], n_latency: int) -> dict[str, Any]:
     from onnxqa.bench import latency_ms
 
+    if engine.prepare is not None:
+        engine.prepare(pairs)  # model-alone peers: windows tokenized, every shape compiled
     engine.many(pairs[:8])  # warm-up
     t0 = time.perf_counter()
     engine.many(pairs)
@@ -314,6 +448,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 m["effective_gflops"] = flops / 1e9 / m["seconds"]
                 row["engines"][name] = m
+                if name == "onnxqa-tuned":
+                    row["tuned"] = factories.get("_tuned")
                 log(
                     f"  {m['questions_per_s']:.1f} q/s, p50 {m['latency_ms']['p50']:.1f} ms, "
                     f"{m['effective_gflops']:.1f} GFLOP/s"
@@ -330,7 +466,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 dataset = restrict(dataset, {q.id for q in held})
             factories = build_engines(REFERENCE, work / "reference", wanted)
             for name in wanted:
-                if name not in factories:
+                if name not in factories or name in MODEL_ALONE:
                     continue
                 log(f"reference model: {name} on {len(held)} questions")
                 with warnings.catch_warnings():
@@ -383,7 +519,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def report(result: dict[str, Any], json_path: Path) -> str:
+def report(result: dict[str, Any], json_path: Path, image: str | None = None) -> str:
     m = result["machine"]
     peak = result["peak_gflops"]
     lines = [
@@ -395,40 +531,45 @@ def report(result: dict[str, Any], json_path: Path) -> str:
         f"Machine limit, measured by the script (one large onnxruntime MatMul, all threads): "
         f"fp32 **{peak['fp32']:.1f} GFLOP/s**, int8 **{peak['int8']:.1f} GOP/s**.",
         "",
-        f"![throughput](benchmarks/results/{json_path.stem}.png)",
+        f"![throughput]({image or f'benchmarks/results/{json_path.stem}.png'})",
         "",
         f"## Throughput and latency (first {result['settings']['questions']} questions of SQuAD 2.0 dev, "
         "random weights)",
         "",
         "questions/s over the whole set (onnxqa: `batch()`; pipelines: one call per question, their "
         "default); latency: one question per call, end to end. Ratios are to the transformers "
-        "pipeline and to optimum's int8 in the same run. Effective GFLOP/s = encoder FLOPs of the "
-        "real (unpadded) tokens / wall time.",
+        "pipeline, to optimum's int8 and to the fastest OpenVINO model alone (`openvino-*-alone`: the "
+        "compiled model on the same windows, one per call, warmed over every shape, no tokenization or "
+        "decoding) in the same run. Effective GFLOP/s = encoder FLOPs of the real (unpadded) tokens / wall time.",
         "",
-        "| model | engine | questions/s | × pipeline | × optimum int8 | p50 ms | p90 ms | p99 ms "
-        "| eff. GFLOP/s | % of peak |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | engine | questions/s | × pipeline | × optimum int8 | × best OpenVINO alone | p50 ms | p90 ms "
+        "| p99 ms | eff. GFLOP/s | % of peak |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def ratio(qps: float, to: float | None) -> str:
+        return f"{qps / to:.2f}" if to else "–"
+
     for model, row in result["speed"].items():
         engines = row["engines"]
         base = engines.get("pipeline-fp32", {}).get("questions_per_s")
         opt8 = engines.get("optimum-int8", {}).get("questions_per_s")
+        alone = [engines[e]["questions_per_s"] for e in MODEL_ALONE if e in engines]
+        best_alone = max(alone) if alone else None
         for name in ENGINES:
             if name not in engines:
                 continue
             e = engines[name]
             qps = e["questions_per_s"]
             lat = e["latency_ms"]
-            pk = peak["int8"] if name.endswith("int8") else peak["fp32"]
+            pk = peak["int8"] if "int8" in name else peak["fp32"]
             lines.append(
-                f"| {model} | {name} | {qps:.1f} | {qps / base:.2f} | {qps / opt8:.2f} | {lat['p50']:.1f} | "
-                f"{lat['p90']:.1f} | {lat['p99']:.1f} | {e['effective_gflops']:.1f} | "
-                f"{100 * e['effective_gflops'] / pk:.0f}% |"
-                if base and opt8
-                else f"| {model} | {name} | {qps:.1f} | – | – | {lat['p50']:.1f} | {lat['p90']:.1f} | "
-                f"{lat['p99']:.1f} | "
+                f"| {model} | {name} | {qps:.1f} | {ratio(qps, base)} | {ratio(qps, opt8)} | "
+                f"{ratio(qps, best_alone)} | {lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | "
                 f"{e['effective_gflops']:.1f} | {100 * e['effective_gflops'] / pk:.0f}% |"
             )
+        if "onnxqa-tuned" in engines and row.get("tuned"):
+            lines.append(f"| {model} | (tune chose) | {row['tuned']} | | | | | | | | |")
     if result["accuracy"]:
         acc = result["accuracy"]
         n = next(iter(acc.values()))["questions"]
@@ -480,7 +621,14 @@ def main() -> None:
         json_path = save(result, args)
     chart(result, json_path.with_suffix(".png"))
     start, end = markers(f"compare.py {args.section}".strip()) if args.section else (START, END)
-    write_section(Path(args.markdown), report(result, json_path), start, end)
+    markdown, image = Path(args.markdown).resolve(), None
+    if markdown.parent == ROOT / "docs":  # the docs site serves only what is inside docs/
+        import shutil
+
+        (ROOT / "docs" / "assets").mkdir(exist_ok=True)
+        shutil.copyfile(json_path.with_suffix(".png"), ROOT / "docs" / "assets" / f"{json_path.stem}.png")
+        image = f"assets/{json_path.stem}.png"
+    write_section(markdown, report(result, json_path, image), start, end)
     log(f"wrote {json_path}, {json_path.with_suffix('.png')}, {args.markdown}")
 
 
