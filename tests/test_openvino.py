@@ -96,6 +96,14 @@ def test_without_openvino_the_error_says_what_to_install(ov_model, monkeypatch):
         onnxqa.load(ov_model, precision="openvino-int8")
 
 
+def test_without_openvino_the_variant_is_not_offered(ov_model, monkeypatch):
+    from onnxqa.runtime import _variants
+
+    assert onnxqa.runtime.suited_precisions(ov_model, "cpu") == list(PRECISIONS)
+    monkeypatch.setattr(_variants, "openvino_available", lambda: False)
+    assert onnxqa.runtime.suited_precisions(ov_model, "cpu") == ["fp32", "int8"]  # tune and bench measure these
+
+
 def test_export_without_the_extra_writes_nothing(store, tmp_path, monkeypatch):
     from onnxqa.export import ExportConfig, export
 

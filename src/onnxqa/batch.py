@@ -366,7 +366,7 @@ class _Part:
 @dataclass(frozen=True, kw_only=True)
 class InProcess:
     """Answer the rows in this process: the model loaded as :func:`onnxqa.load` loads it, with
-    ``threads`` onnxruntime threads (default: ``ONNXQA_THREADS``, else one per physical core)."""
+    ``threads`` inference threads (default: ``ONNXQA_THREADS``, else one per physical core)."""
 
     device: str = "auto"
     precision: str = "auto"

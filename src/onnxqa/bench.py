@@ -21,10 +21,10 @@ DEFAULT_QUESTIONS = 200
 
 
 def machine_facts() -> dict[str, Any]:
-    """CPU model, core counts, Python and onnxruntime versions."""
+    """CPU model, core counts, instruction sets, Python, onnxruntime and OpenVINO versions."""
     import onnxruntime as ort
 
-    from .runtime import cpu_name
+    from .runtime import cpu_name, openvino_version
 
     cpu = cpu_name()
     flags = ""
@@ -38,8 +38,10 @@ def machine_facts() -> dict[str, Any]:
         "avx512_vnni": "avx512_vnni" in flags,
         "avx2": "avx2" in flags,
         "amx_int8": "amx_int8" in flags,
+        "bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
+        "openvino": openvino_version(),
         "providers": ort.get_available_providers(),
     }
 
@@ -115,6 +117,7 @@ def run_bench(
     runs = []
     for name in precisions:
         qa = load(model_dir, device=device, precision=name, threads=threads)
+        qa.batch(pairs)  # every window shape once (OpenVINO prepares kernels per new shape)
         runs.append(
             {
                 "precision": name,

@@ -117,7 +117,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"{result['machine']['cpu']} | onnxruntime {result['machine']['onnxruntime']}")
         for r in result["runs"]:
             print(
-                f"{r['precision']:>5} on {r['device']}: latency p50 {r['latency_ms']['p50']:.2f} ms, "
+                f"{r['precision']:>13} on {r['device']}: latency p50 {r['latency_ms']['p50']:.2f} ms, "
                 f"p90 {r['latency_ms']['p90']:.2f} ms, p99 {r['latency_ms']['p99']:.2f} ms; "
                 f"throughput {r['questions_per_s']:.1f} questions/s (batch {r['batch_size'] or 'default'})"
             )
@@ -278,7 +278,7 @@ def _runtime_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument(
         "--precision", default=precision, help=f"auto, fp32, int8, openvino-int8 or fp16 (default: {precision})"
     )
-    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (onnxruntime intra-op, or OpenVINO's)")
 
 
 def _per_device(cpu: object, cuda: object) -> str:

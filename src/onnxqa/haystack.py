@@ -104,8 +104,10 @@ class ExtractiveReader:
         :param calibration_factor: scales the logits before the sigmoid.
         :param overlap_threshold: drop an answer overlapping a better one of the same document by more
             than this fraction of either's length; ``None`` keeps all.
-        :param precision: ``"auto"``, ``"fp32"``, ``"int8"`` or ``"fp16"`` (see :func:`onnxqa.load`).
-        :param threads: onnxruntime intra-op threads (``None``: ``$ONNXQA_THREADS``, else one per core).
+        :param precision: ``"auto"``, ``"fp32"``, ``"int8"``, ``"openvino-int8"`` or ``"fp16"`` (see
+            :func:`onnxqa.load`).
+        :param threads: inference threads, onnxruntime's intra-op or OpenVINO's (``None``:
+            ``$ONNXQA_THREADS``, else one per core).
         :param token_type_ids: feed the real token type ids (Haystack's reader feeds none: zeros).
         :param zero_means_default: ``run`` arguments equal to ``0`` mean the constructor's value, as in
             Haystack's reader.

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._errors import InputError
+from ._errors import InputError, ModelLoadError
 from ._manifest import BACKENDS, read_manifest, variant_status
 from ._paths import write_text_atomic
-from .runtime import TUNING, TUNING_FORMAT, machine_key
+from .runtime import TUNING, TUNING_FORMAT, machine_key, variant_identity
 
 __all__ = ["BATCH_SIZES", "TUNING", "tune"]
 
@@ -73,19 +73,17 @@ def tune(
         InputError: ``seconds`` is not positive.
     """
     from .export import generated_pairs, validation_pairs
-    from .runtime import AUTO_PRECISION, QAOptions, load, openvino_available, suited_precisions
+    from .runtime import AUTO_PRECISION, QAOptions, load, suited_precisions
 
     if not seconds > 0:
         raise InputError(f"seconds must be positive, got {seconds!r}")
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     variants = manifest["variants"]
-    # each validated CPU variant whose backend is installed (openvino-int8: the openvino extra)
-    precisions = [
-        p
-        for p in suited_precisions(model_dir, "cpu")
-        if variant_status(variants[p]) != "failed" and (p not in BACKENDS or openvino_available())
-    ]
+    # each CPU variant that did not fail its check, whose backend is installed (openvino-int8: the openvino extra)
+    precisions = [p for p in suited_precisions(model_dir, "cpu") if variant_status(variants[p]) != "failed"]
+    if not precisions:
+        raise ModelLoadError(f"{model_dir} has no CPU variant that passed its check at export; nothing to tune")
     threads, pairs = _thread_counts(), validation_pairs() + generated_pairs(42)
     each = seconds / (len(precisions) * len(threads) * len(BATCH_SIZES))
     measured = []
@@ -102,7 +100,7 @@ def tune(
                     )
                     if progress:
                         progress(
-                            f"{precision:>5}, {n} thread(s), {batch_size:>2} windows per call: {rate:.1f} questions/s"
+                            f"{precision:>13}, {n} thread(s), {batch_size:>2} windows per call: {rate:.1f} questions/s"
                         )
     best = max(measured, key=lambda m: m["questions_per_s"])
     # what load() does untuned: int8 where it passed its check, a thread per core, its batch size
@@ -113,8 +111,8 @@ def tune(
         best = default  # within the measurements' noise: keep the defaults
     result = {
         "format": TUNING_FORMAT,
-        "machine": machine_key(),
-        "variants": {p: variants[p]["sha256"] for p in precisions},
+        "machine": machine_key(openvino=any(p in BACKENDS for p in precisions)),
+        "variants": {p: variant_identity(variants[p]) for p in precisions},
         "chosen": {k: best[k] for k in ("precision", "threads", "batch_size")},
         "questions_per_s": best["questions_per_s"],
         "measured": measured,

@@ -51,18 +51,25 @@ def quantize_openvino(
     import nncf
     import openvino as ov
 
-    logging.getLogger("nncf").setLevel(logging.ERROR)
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     quiet = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
-    with warnings.catch_warnings(), quiet:
-        warnings.simplefilter("ignore")
-        model = ov.convert_model(str(raw_model))
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(list(feeds)),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(feeds),
-        )
-    ov.save_model(quantized, str(work / OPENVINO_FILE), compress_to_fp16=False)
+    try:
+        with warnings.catch_warnings(), quiet:
+            warnings.simplefilter("ignore")
+            model = ov.convert_model(str(raw_model))
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(list(feeds)),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(feeds),
+            )
+        ov.save_model(quantized, str(work / OPENVINO_FILE), compress_to_fp16=False)
+    except Exception as exc:  # OpenVINO and NNCF raise RuntimeError and their own types
+        raise ExportError(f"OpenVINO / NNCF could not convert or quantize the model: {str(exc).strip()[:500]}") from exc
+    finally:
+        logger.setLevel(level)
     ops: dict[str, int] = {}
     for op in quantized.get_ops():
         ops[op.get_type_name()] = ops.get(op.get_type_name(), 0) + 1
@@ -92,11 +99,11 @@ def openvino_logits(work: Path, feeds: Sequence[dict[str, np.ndarray]]) -> list[
     runtime runs it."""
     from ..runtime import OpenVINOEngine
 
-    engine = OpenVINOEngine((work / OPENVINO_FILE).read_bytes(), (work / OPENVINO_WEIGHTS).read_bytes())
+    engine = OpenVINOEngine((work / OPENVINO_FILE).read_bytes(), (work / OPENVINO_WEIGHTS).read_bytes(), cache=False)
     out = []
     for feed in feeds:
         ids = feed["input_ids"]
         types = feed.get("token_type_ids", np.zeros_like(ids))
-        start, end = engine.run(ids, types, feed["attention_mask"])
+        start, end = engine.logits(ids, types, feed["attention_mask"])
         out.append(np.stack([start[0], end[0]]).astype(np.float32))
     return out

@@ -43,7 +43,8 @@ class QAPredictor:
     the new columns are object arrays, None for null), pandas DataFrames or pyarrow Tables, and
     come back in the same form.
 
-    ``threads``: onnxruntime threads; by default the CPUs Ray gave the actor (``num_cpus``).
+    ``threads``: inference threads (onnxruntime's, or OpenVINO's); by default the CPUs Ray gave the
+    actor (``num_cpus``).
     Other keyword arguments are :func:`onnxqa.load`'s (``device``, ``precision``, options).
     """
 

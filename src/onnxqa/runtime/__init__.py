@@ -3,11 +3,11 @@
 from ._answer import Answer, QAOptions
 from ._answerer import QuestionAnswerer, load
 from ._documents import Document, DocumentAnswer, ReaderOptions
-from ._openvino import OpenVINOEngine, openvino_available
+from ._openvino import OpenVINOEngine, openvino_available, openvino_version
 from ._pipeline import STAGES
 from ._scheduler import BatchSettings
 from ._session import cuda_available
-from ._tuning import TUNING, TUNING_FORMAT, cpu_name, machine_key, read_tuning
+from ._tuning import TUNING, TUNING_FORMAT, cpu_name, machine_key, read_tuning, variant_identity
 from ._variants import AUTO_PRECISION, suited_precisions
 from ._windows import Windower
 
@@ -30,6 +30,8 @@ __all__ = [
     "load",
     "machine_key",
     "openvino_available",
+    "openvino_version",
     "read_tuning",
     "suited_precisions",
+    "variant_identity",
 ]

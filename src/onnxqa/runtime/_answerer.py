@@ -250,8 +250,9 @@ class QuestionAnswerer:
     def batch_invariant(self) -> bool:
         """Whether a window's answers are independent of the other windows in its inference call.
 
-        True for fp32, fp16 and static int8 (activation scales calibrated at export), whose windows
-        the async API coalesces across requests. False for dynamic int8 (``--int8 dynamic``:
+        True for fp32, fp16, static int8 (activation scales calibrated at export) and openvino-int8
+        (static too, each window run at its own length), whose windows the async API coalesces
+        across requests. False for dynamic int8 (``--int8 dynamic``:
         activation scales are computed per call), whose requests the async API runs each in calls
         of their own.
         """
@@ -539,9 +540,10 @@ def load(
 
     ``device``: ``"auto"`` (CUDA when its provider is really active, else CPU), ``"cpu"`` or
     ``"cuda"``. ``precision``: ``"auto"`` (int8 on CPU, fp16 on CUDA, else fp32), ``"fp32"``,
-    ``"int8"`` or ``"fp16"``. ``threads``: onnxruntime intra-op threads (default: the
-    ``ONNXQA_THREADS`` environment variable, else one per physical core). ``arena``:
-    onnxruntime's CPU memory arena (on by default; see the benchmarks for its effect on memory).
+    ``"int8"``, ``"fp16"`` or ``"openvino-int8"`` (run by OpenVINO, the ``openvino`` extra; see the
+    Python page). ``threads``: inference threads, onnxruntime's intra-op or OpenVINO's (default:
+    the ``ONNXQA_THREADS`` environment variable, else one per physical core). ``arena``:
+    onnxruntime's CPU memory arena (not used by OpenVINO) (on by default; see the benchmarks for its effect on memory).
     ``batching``: limits of the async API's scheduler (:class:`BatchSettings`).
     ``buckets``: pad windows to a few fixed widths (``True``: 64, 128, 192, 256, 384 tokens, or a
     sequence of widths) and batches to power-of-two row counts, so the session sees few shapes;

@@ -58,12 +58,17 @@ def cache_dir() -> Path | None:
 def _import() -> Any:
     try:
         import openvino
-    except ImportError as exc:
+    except Exception as exc:  # not installed (ImportError), or broken (a missing shared library: OSError)
         raise ProviderError(
-            f"the openvino-int8 variant runs on OpenVINO, which is not installed ({exc}); "
+            f"the openvino-int8 variant runs on OpenVINO, which cannot be imported ({exc}); "
             "pip install 'onnxqa[openvino]', or load precision='int8' (onnxruntime)"
         ) from exc
     return openvino
+
+
+def _port_name(port: Any) -> str:
+    names = set(port.get_names())
+    return next(iter(sorted(names & _INPUTS or names)), "")
 
 
 class OpenVINOEngine:
@@ -74,26 +79,26 @@ class OpenVINOEngine:
     shape_sessions = False
     session = None  # no onnxruntime session
 
-    def __init__(self, graph: bytes, weights: bytes, threads: int | None = None) -> None:
+    def __init__(self, graph: bytes, weights: bytes, threads: int | None = None, cache: bool = True) -> None:
         ov = _import()
-        core = ov.Core()
-        cache = cache_dir()
-        if cache is not None:
-            try:
-                cache.mkdir(parents=True, exist_ok=True)
-                core.set_property({"CACHE_DIR": str(cache)})
-            except OSError:
-                pass  # an unwritable cache only costs time
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         self.threads = threads
         try:
+            core = ov.Core()
             model = core.read_model(graph, ov.Tensor(np.frombuffer(weights, dtype=np.uint8)))
-            self._compiled = core.compile_model(model, "CPU", config)
+            folder = cache_dir() if cache else None
+            try:
+                if folder is None:
+                    raise OSError("no cache")
+                folder.mkdir(parents=True, exist_ok=True)
+                self._compiled = core.compile_model(model, "CPU", {**config, "CACHE_DIR": str(folder)})
+            except Exception:  # no cache, or one that cannot be used: it only costs time
+                self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
             raise ModelLoadError(f"OpenVINO cannot load the model: {str(exc).strip()[:500]}") from exc
-        self.input_names = [next(iter(port.get_names() & _INPUTS), port.get_any_name()) for port in model.inputs]
+        self.input_names = [_port_name(port) for port in model.inputs]
         outputs = {name for port in model.outputs for name in port.get_names()}
         if not {"input_ids", "attention_mask"} <= set(self.input_names) or not set(self.input_names) <= _INPUTS:
             raise ModelLoadError(f"the OpenVINO graph is not a QA graph (inputs {self.input_names})")
@@ -102,6 +107,7 @@ class OpenVINOEngine:
         self._requests = threading.local()  # an infer request per thread: one runs one call at a time
 
     def _request(self) -> Any:
+        """This thread's infer request (a thread pool of N threads holds N: their buffers, not the weights)."""
         request = getattr(self._requests, "request", None)
         if request is None:
             request = self._requests.request = self._compiled.create_infer_request()
@@ -116,6 +122,18 @@ class OpenVINOEngine:
         Raises:
             InferenceError: the model produced NaN or infinite logits.
         """
+        start, end = self.logits(input_ids, type_ids, attention_mask)
+        if not (np.isfinite(start).all() and np.isfinite(end).all()):
+            raise InferenceError(
+                "the model produced NaN or infinite logits, so no answer can be made from them; "
+                "use another variant, or re-export"
+            )
+        return start, end
+
+    def logits(
+        self, input_ids: np.ndarray, type_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`run` returns, without refusing non-finite logits (the export's check counts them)."""
         available = {"input_ids": input_ids, "token_type_ids": type_ids, "attention_mask": attention_mask}
         mask = np.asarray(attention_mask)
         lengths = mask.sum(axis=1)
@@ -137,11 +155,6 @@ class OpenVINOEngine:
                 out = request.infer(feed, share_inputs=True)
                 start[pick, :n] = out["start_logits"]
                 end[pick, :n] = out["end_logits"]
-        if not (np.isfinite(start).all() and np.isfinite(end).all()):
-            raise InferenceError(
-                "the model produced NaN or infinite logits, so no answer can be made from them; "
-                "use another variant, or re-export"
-            )
         return start, end
 
     def time_call(self, rows: int, width: int, runs: int = 50) -> dict[str, float] | None:

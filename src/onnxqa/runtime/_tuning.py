@@ -15,7 +15,7 @@ import onnxruntime as ort
 from .._errors import ModelLoadError
 from ._openvino import openvino_version
 
-__all__ = ["TUNING_FORMAT", "TUNING", "cpu_name", "machine_key", "read_tuning"]
+__all__ = ["TUNING_FORMAT", "TUNING", "cpu_name", "machine_key", "read_tuning", "variant_identity"]
 
 TUNING = "onnxqa.tuning.json"
 TUNING_FORMAT = 1
@@ -32,20 +32,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_key() -> dict[str, Any]:
-    """What a tuning result is valid for: this CPU model and core count, this onnxruntime, OpenVINO
-    (None when not installed) and onnxqa."""
+def machine_key(openvino: bool = False) -> dict[str, Any]:
+    """What a tuning result is valid for: this CPU model and core count, this onnxruntime and onnxqa,
+    and with ``openvino`` (an OpenVINO variant was measured) this OpenVINO (None: not installed)."""
     try:
         version = metadata.version("onnxqa")
     except metadata.PackageNotFoundError:  # run from a source tree
         version = "unknown"
-    return {
-        "cpu": cpu_name(),
-        "logical_cores": os.cpu_count(),
-        "onnxruntime": ort.__version__,
-        "openvino": openvino_version(),
-        "onnxqa": version,
-    }
+    key = {"cpu": cpu_name(), "logical_cores": os.cpu_count(), "onnxruntime": ort.__version__, "onnxqa": version}
+    return key | {"openvino": openvino_version()} if openvino else key
+
+
+def variant_identity(variant: dict[str, Any]) -> str:
+    """The hashes of a variant's files (graph, then weights files), as a tuning file records them."""
+    return "+".join([variant["sha256"], *(part["sha256"] for part in variant.get("external_data", []))])
 
 
 def read_tuning(model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -68,6 +68,7 @@ def read_tuning(model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | N
     if not valid or data.get("format") != TUNING_FORMAT:
         raise ModelLoadError(f"{path} is not a tuning file of this onnxqa; run `onnxqa tune` again or delete it")
     variant = manifest["variants"].get(precision)
-    if variant is None or variant["sha256"] != recorded or machine != machine_key():
+    same_machine = isinstance(machine, dict) and machine == machine_key(openvino="openvino" in machine)
+    if variant is None or variant_identity(variant) != recorded or not same_machine:
         return None  # another machine, or the model was exported again: defaults apply
     return {"precision": precision, "threads": threads, "batch_size": batch_size}

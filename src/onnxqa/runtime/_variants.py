@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InputError, ModelLoadError, ProviderError
-from .._manifest import PRECISIONS, read_manifest, variant_status
+from .._manifest import BACKENDS, PRECISIONS, read_manifest, variant_status
+from ._openvino import openvino_available
 
 __all__ = ["AUTO_PRECISION", "SUITED_PRECISIONS", "pick_precision", "suited_precisions"]
 
@@ -27,7 +28,7 @@ def pick_precision(
     one never while another exists (exports since format 1's ``rejected`` record write no failed
     variant at all). Choosing a variant that did not pass warns once."""
     if precision == "auto":
-        present = [p for p in AUTO_PRECISION[device] if p in variants]
+        present = [p for p in AUTO_PRECISION[device] if p in variants and _installed(p)]
         if not present:
             raise ModelLoadError(
                 f"the model directory has no variant that runs on {device} (has: {', '.join(variants)}); "
@@ -80,8 +81,14 @@ def pick_precision(
     return chosen
 
 
+def _installed(precision: str) -> bool:
+    """Whether the backend of a variant is installed (onnxruntime always is)."""
+    return BACKENDS.get(precision) != "openvino" or openvino_available()
+
+
 def suited_precisions(model_dir: str | os.PathLike[str], device: str = "auto") -> list[str]:
-    """The precisions of ``model_dir`` that run on ``device`` (``"auto"`` resolved), fp32 first.
+    """The precisions of ``model_dir`` that run on ``device`` (``"auto"`` resolved), fp32 first;
+    ``openvino-int8`` only where the ``openvino`` extra is installed.
 
     Raises:
         ModelLoadError: the directory is not a model directory, or has no variant for the device.
@@ -91,7 +98,7 @@ def suited_precisions(model_dir: str | os.PathLike[str], device: str = "auto") -
 
     device = resolve_device(device)
     variants = read_manifest(Path(model_dir))["variants"]
-    present = [p for p in SUITED_PRECISIONS[device] if p in variants]
+    present = [p for p in SUITED_PRECISIONS[device] if p in variants and _installed(p)]
     if not present:
         raise ModelLoadError(
             f"{model_dir} has no variant that runs on {device} (has: {', '.join(variants)}); "
