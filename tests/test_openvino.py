@@ -113,12 +113,17 @@ def test_export_without_the_extra_writes_nothing(store, tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
-def test_tune_measures_the_openvino_variant(ov_model, tmp_path):
-    from onnxqa.tune import tune
+def test_tune_measures_the_openvino_variant(ov_model, tmp_path, monkeypatch):
+    import os
 
+    from onnxqa import tune as tuning
+
+    # one thread count and one call size (test_tune.py covers the grid): each variant, measured
+    monkeypatch.setattr(tuning, "_thread_counts", lambda: [os.cpu_count() or 1])
+    monkeypatch.setattr(tuning, "BATCH_SIZES", (1,))
     model = tmp_path / "model"
     shutil.copytree(ov_model, model)
-    result = tune(model, seconds=1.5)
+    result = tuning.tune(model, seconds=1.0)
     assert {m["precision"] for m in result["measured"]} == set(PRECISIONS)
     assert result["machine"]["openvino"]
     with onnxqa.load(model, device="cpu") as qa:
