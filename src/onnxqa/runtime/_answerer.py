@@ -19,12 +19,12 @@ from ._documents import DocumentAnswer, ReaderOptions, as_documents, tokenizable
 from ._pipeline import DocumentsJob, Job, PairsJob, Result, StageHook, finish, run_call, run_jobs, run_planned
 from ._scheduler import CALL_PADDING, BatchSettings, Call, Scheduler
 from ._session import Engine, SessionSettings, default_threads, resolve_device
-
-if TYPE_CHECKING:
-    from ._openvino import OpenVINOEngine
 from ._tuning import read_tuning
 from ._variants import pick_precision
 from ._windows import Windower, check_text
+
+if TYPE_CHECKING:
+    from ._openvino import OpenVINOEngine
 
 __all__ = ["QuestionAnswerer", "load"]
 
