@@ -24,7 +24,9 @@ from parity_cases import NON_ASCII  # noqa: E402
 # sigmoid(0.1 * (start + end)) are then 1 - 1e-7: equal in float32, and Haystack's order among
 # equal scores is torch.topk's, which is unspecified. A smaller calibration factor keeps its
 # scores apart, as a trained model's are at the default 0.1.
-CALIBRATION = {"tinyroberta-squad2": 0.05}
+# DeBERTa-v3 (2 layers) the same: at 0.1 several spans score 1.0, and which of two overlapping
+# ones Haystack's overlap filter keeps then depends on that order.
+CALIBRATION = {"tinyroberta-squad2": 0.05, "deberta-v3": 0.05}
 
 
 def _queries(squad: list[dict]) -> list[tuple[str, list[Document], dict]]:
@@ -106,9 +108,7 @@ class _Http:
         return r.json()["answers"]
 
 
-# DeBERTa-v3 is left out: on one query (128-token windows) Haystack returns a 375-character span
-# whole where onnxqa returns it as two answers; not explained yet (docs/models.md, known limits)
-@pytest.mark.parametrize("seed", [*SEEDS, "xlm-roberta"])
+@pytest.mark.parametrize("seed", [*SEEDS, "xlm-roberta", "deberta-v3"])
 def test_answers_equal_haystack_reader(seed, store, squad_v2):
     calibration = CALIBRATION.get(seed, 0.1)
     reference = torch_reader(store.checkpoint(seed), calibration_factor=calibration)

@@ -203,14 +203,17 @@ def test_serve_keys_and_documents(served, qa, pairs):
 
 def test_a_large_request_does_not_stall_its_replica_and_stops_at_its_timeout(served, qa, pairs):
     """While one request's ~1 MB context runs in the replica, short requests are answered at once;
-    at its timeout it gets 504 and its remaining windows are dropped."""
+    at its timeout it gets 504 and its remaining windows are dropped. A short request stuck behind
+    the large one would wait for its timeout, 3 s after the first short one is sent: the bound of
+    2 s per short request and the median of 0.5 s tell that apart from a slow moment of a 2-core
+    host."""
     large = (" ".join(c for _, c in pairs) * 4)[:1_000_000]
 
     async def scenario():
         async with httpx.AsyncClient(base_url=served, timeout=60, headers=AUTH) as client:
-            # windows overlapping by 300 of 384 tokens: ~1,500 of them, several seconds of bert-tiny
-            # even on the fastest CPU here, so it is still running at its timeout
-            body = {"question": "Who?", "context": large, "doc_stride": 300, "timeout": 3.0}
+            # windows overlapping by 340 of 384 tokens: ~3,000 of them, twice the windows that took
+            # several seconds on the fastest CPU here, so it is still running at its timeout
+            body = {"question": "Who?", "context": large, "doc_stride": 340, "timeout": 4.5}
             big = asyncio.ensure_future(client.post("/v1/answer", json=body))
             await asyncio.sleep(1.5)  # tokenized by now, its windows running
             small = []
@@ -224,7 +227,8 @@ def test_a_large_request_does_not_stall_its_replica_and_stops_at_its_timeout(ser
     assert big.status_code == 504, big.text[:200]
     assert all(status == 200 for status, _, _ in small)
     assert [answers for _, _, answers in small] == [_dicts(a) for a in qa.batch(pairs[:10])]
-    assert max(seconds for _, seconds, _ in small) < 1.0, [round(s, 3) for _, s, _ in small]
+    seconds = sorted(s for _, s, _ in small)
+    assert seconds[-1] < 2.0 and seconds[len(seconds) // 2] < 0.5, [round(s, 3) for s in seconds]
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
         metrics = httpx.get(f"{served}/metrics", timeout=10).text
