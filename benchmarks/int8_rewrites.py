@@ -1,0 +1,243 @@
+"""Two more rewrites of the onnxruntime int8 graph, measured before either is shipped: each exported
+``model.int8.onnx`` against copies with
+
+- ``qattention_apart``: each ``QAttention`` (int8 Q, K, V products computed per head, attention
+  core in fp32) -> one ``MatMulIntegerToFloat`` for the packed QKV product, its bias folded in, a
+  ``Split`` and ``MultiHeadAttention`` (the fp32 attention core, the same mask);
+- ``bias_in_matmul``: a quantize-dequantize ``MatMul`` followed by the ``Add`` of a constant bias
+  -> ``MatMulIntegerToFloat`` with the bias as its input (what onnxruntime builds from the QDQ
+  pair at load, less one element-wise pass);
+- both.
+
+Every copy must give the same logits (the largest absolute difference is reported); each is timed
+in turns with the shipped graph (2 threads, batch of one, the windows of the first N SQuAD 2.0 dev
+questions, best of the rounds), in sessions without the optimizers the manifest lists, as the
+runtime creates them, and profiled by operator type in turns too: the sum of kernel times is
+steadier than wall time on a shared host. The rewrites match operator patterns, so
+they apply to every family whose attention onnxruntime fuses.
+
+    python benchmarks/int8_rewrites.py MODEL_DIR [MODEL_DIR ...] [--questions 100] [--rounds 3]
+
+Writes benchmarks/results/int8-rewrites-<machine>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import RESULTS, ROOT, log, machine_name, squad_pairs
+
+MS = "com.microsoft"
+
+
+def qattention_apart(model: Any) -> int:
+    """``QAttention`` -> ``MatMulIntegerToFloat`` (QKV, bias) + ``Split`` + ``MultiHeadAttention``."""
+    from onnx import helper
+
+    graph, nodes, done = model.graph, [], 0
+    for node in graph.node:
+        if node.op_type != "QAttention" or (len(node.input) > 8 and node.input[8]):  # no past state
+            nodes.append(node)
+            continue
+        x, w, bias, x_scale, w_scale, mask, x_zero, w_zero = [*node.input, "", ""][:8]
+        name = node.name or node.output[0]
+        qkv, q, k, v = (f"{name}_{s}" for s in ("qkv", "q", "k", "v"))
+        nodes.append(
+            helper.make_node(
+                "MatMulIntegerToFloat",
+                [x, w, x_scale, w_scale, x_zero, w_zero, bias],
+                [qkv],
+                name=f"{name}_qkv_matmul",
+                domain=MS,
+            )
+        )
+        nodes.append(helper.make_node("Split", [qkv], [q, k, v], name=f"{name}_split", axis=-1, num_outputs=3))
+        mha = helper.make_node(
+            "MultiHeadAttention", [q, k, v, "", mask], [node.output[0]], name=f"{name}_mha", domain=MS
+        )
+        mha.attribute.extend(a for a in node.attribute if a.name in ("num_heads", "mask_filter_value"))
+        nodes.append(mha)
+        done += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return done
+
+
+def bias_in_matmul(model: Any) -> int:
+    """A constant 1-D bias added to the product of a quantize-dequantize ``MatMul`` -- ``Add(P, b)``,
+    or ``Add(Add(P, R), b)`` as ``unfuse_skip_layer_norm`` leaves the residual -- goes into a
+    ``MatMulIntegerToFloat`` computing ``P + b``."""
+    from onnx import helper
+
+    graph = model.graph
+    biases = {i.name for i in graph.initializer if len(i.dims) == 1}
+    constants = {i.name for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers = collections.Counter(i for n in graph.node for i in n.input)
+
+    def quantized_product(tensor: str) -> Any:
+        matmul = producer.get(tensor)
+        if matmul is None or matmul.op_type != "MatMul" or readers[tensor] != 1:
+            return None
+        dx, dw = producer.get(matmul.input[0]), producer.get(matmul.input[1])
+        if all(d is not None and d.op_type == "DequantizeLinear" for d in (dx, dw)) and dw.input[0] in constants:
+            return matmul, dx, dw
+        return None
+
+    replaced: dict[int, Any] = {}
+    gone: set[int] = set()
+    for add in graph.node:
+        if add.op_type != "Add" or len(add.input) != 2 or not set(add.input) & biases:
+            continue
+        bias = next(i for i in add.input if i in biases)
+        other = next((i for i in add.input if i != bias), bias)
+        inner, found = producer.get(other), quantized_product(other)
+        if found is None and inner is not None and inner.op_type == "Add" and readers[other] == 1:
+            found = next((f for f in map(quantized_product, inner.input) if f is not None), None)
+        if found is None or id(found[0]) in gone:
+            continue
+        matmul, dx, dw = found
+        xz, wz = ([*d.input, ""][2] for d in (dx, dw))
+        inputs = [dx.input[0], dw.input[0], dx.input[1], dw.input[1], xz, wz, bias]
+        out = [matmul.output[0]]
+        fused = helper.make_node("MatMulIntegerToFloat", inputs, out, name=f"{matmul.name}_bias", domain=MS)
+        replaced[id(matmul)] = fused
+        if producer.get(other) is matmul:  # Add(P, b): the product is the sum
+            fused.output[0] = add.output[0]
+        else:  # Add(Add(P, R), b): the inner Add writes the sum
+            inner.output[0] = add.output[0]
+        gone.add(id(add))
+    nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in gone]
+    while True:  # the DequantizeLinear nodes nothing reads any more
+        read = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+        kept = [n for n in nodes if n.op_type != "DequantizeLinear" or n.output[0] in read]
+        if len(kept) == len(nodes):
+            break
+        nodes = kept
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(replaced)
+
+
+REWRITES = {"qattention_apart": [qattention_apart], "bias_in_matmul": [bias_in_matmul]}
+REWRITES["both"] = REWRITES["qattention_apart"] + REWRITES["bias_in_matmul"]
+
+
+def _session(path: Path, disabled: list[str], profile: Path | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile / "profile")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+
+
+def _rate(session: Any, feeds: list[dict[str, np.ndarray]]) -> float:
+    t0 = time.perf_counter()
+    for f in feeds:
+        session.run(None, f)
+    return len(feeds) / (time.perf_counter() - t0)
+
+
+def _kernels(path: Path, feeds: list[dict[str, np.ndarray]], disabled: list[str], scratch: Path) -> dict[str, float]:
+    """Kernel milliseconds per window by operator type (the six largest) and in all ("total"):
+    onnxruntime's profile, steadier than wall time on a shared host."""
+    session = _session(path, disabled, scratch)
+    for f in feeds:
+        session.run(None, f)
+    by_op: collections.Counter[str] = collections.Counter()
+    for e in json.loads(Path(session.end_profiling()).read_text()):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] += e["dur"]
+    ms = {op: round(us / 1000 / len(feeds), 2) for op, us in by_op.most_common(6)}
+    return {**ms, "total": round(sum(by_op.values()) / 1000 / len(feeds), 2)}
+
+
+def measure(model_dir: Path, questions: int, rounds: int) -> dict[str, Any]:
+    import onnx
+
+    from onnxqa.export._checks import model_inputs
+    from onnxqa.runtime import Windower
+
+    manifest = json.loads((model_dir / "onnxqa.json").read_text())
+    disabled = manifest["variants"]["int8"].get("disabled_optimizers", [])
+    windower = Windower((model_dir / "tokenizer.json").read_text(), manifest["tokenizer"]["cls_token_id"])
+    feeds = model_inputs(windower, squad_pairs(questions), manifest["architecture"]["uses_token_type_ids"])
+    result: dict[str, Any] = {"model": str(model_dir), "windows": len(feeds)}
+    with tempfile.TemporaryDirectory(prefix="onnxqa-rewrites-") as tmp:
+        work = Path(tmp)
+        files = {"shipped": model_dir / "model.int8.onnx"}
+        result["rewritten"] = {}
+        for name, passes in REWRITES.items():
+            model = onnx.load(files["shipped"])
+            result["rewritten"][name] = {p.__name__: p(model) for p in passes}
+            files[name] = work / f"{name}.onnx"
+            onnx.save(model, files[name])
+        sessions = {name: _session(path, disabled) for name, path in files.items()}
+        names = {i.name for i in sessions["shipped"].get_inputs()}
+        feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
+        reference = sessions["shipped"].run(None, feeds[0])
+        result["max_abs_diff"] = {
+            name: max(float(np.abs(a - b).max()) for a, b in zip(reference, s.run(None, feeds[0])))
+            for name, s in sessions.items()
+        }
+        for s in sessions.values():
+            _rate(s, feeds[:10])
+        rates: dict[str, float] = {}
+        for _ in range(rounds):  # in turns, the best of each kept
+            for name, s in sessions.items():
+                rates[name] = max(rates.get(name, 0.0), _rate(s, feeds))
+        result["windows_per_s"] = {k: round(v, 2) for k, v in rates.items()}
+        result["x_shipped"] = {k: round(v / rates["shipped"], 3) for k, v in rates.items()}
+        del sessions
+        kernels: dict[str, dict[str, float]] = {}
+        for _ in range(rounds):  # in turns, the profile with the least kernel time kept
+            for name, path in files.items():
+                profile = _kernels(path, feeds, disabled, work)
+                if name not in kernels or profile["total"] < kernels[name]["total"]:
+                    kernels[name] = profile
+        result["kernel_ms_per_window"] = kernels
+        total = {name: k["total"] for name, k in kernels.items()}
+        result["kernel_x_shipped"] = {k: round(total["shipped"] / v, 3) for k, v in total.items()}
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dirs", nargs="+", type=Path)
+    ap.add_argument("--questions", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    from onnxqa.bench import machine_facts
+
+    facts = machine_facts()
+    out: dict[str, Any] = {"machine": facts, "date": time.strftime("%Y-%m-%d"), "models": []}
+    for model_dir in args.model_dirs:
+        log(f"{model_dir}")
+        out["models"].append(measure(model_dir, args.questions, args.rounds))
+        log(json.dumps(out["models"][-1]))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"int8-rewrites-{machine_name(facts, 3)}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print("× the shipped graph: windows/s (wall time) · kernel time")
+    print(f"| model | {' | '.join(REWRITES)} |\n|---|{'---:|' * len(REWRITES)}")
+    for m in out["models"]:
+        cells = [f"{m['x_shipped'][k]:.3f}× · {m['kernel_x_shipped'][k]:.3f}×" for k in REWRITES]
+        print(f"| {m['model']} | " + " | ".join(cells) + " |")
+    log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    main()
