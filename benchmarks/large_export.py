@@ -2,7 +2,7 @@
 1024, 250,002 pieces: 560M parameters, 2.2 GB in fp32) with random weights, exported with fp32 and
 int8, then loaded and asked a question; corrupting the external-data file must make loading fail.
 
-    python benchmarks/large_export.py                      # ~15 minutes and ~12 GB of memory on 2 cores
+    python benchmarks/large_export.py                      # ~6 minutes and ~20 GB of memory on 2 cores
     python benchmarks/large_export.py --check-pairs 20 --calibration-pairs 20
 
 Writes benchmarks/results/large-export.json (files, sizes, seconds, peak memory).
