@@ -183,6 +183,19 @@ def write_section(path: Path, section: str, start: str, end: str) -> None:
     path.write_text(text)
 
 
+def cpu_session(path: Path, disabled: list[str], profile: Path | None = None) -> Any:
+    """A 2-thread CPU session without the onnxruntime optimizers ``disabled`` (as the runtime creates
+    them from a manifest), profiling into ``profile`` when given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    if profile is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile / "profile")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+
+
 # ---------------------------------------------------------------- a server under load
 
 

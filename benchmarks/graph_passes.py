@@ -21,24 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS, ROOT, SHARED, log, squad_pairs
-
-
-def _session(path: Path, disabled: list[str], profile: Path | None = None) -> Any:
-    """A 2-thread CPU session without the onnxruntime optimizers ``disabled`` (as the runtime)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    if profile is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(profile / "profile")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+from common import RESULTS, ROOT, SHARED, cpu_session, log, squad_pairs
 
 
 def _time(path: Path, feeds: list[dict[str, np.ndarray]], rounds: int, disabled: list[str]) -> float:
     """Windows per second of a 2-thread session over ``feeds`` (batch of one), best of ``rounds``."""
-    session = _session(path, disabled)
+    session = cpu_session(path, disabled)
     names = {i.name for i in session.get_inputs()}
     feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
     for f in feeds[:5]:
@@ -54,7 +42,7 @@ def _time(path: Path, feeds: list[dict[str, np.ndarray]], rounds: int, disabled:
 
 def _profile(path: Path, feeds: list[dict[str, np.ndarray]], scratch: Path, disabled: list[str]) -> dict[str, float]:
     """Share of kernel time by operator type."""
-    session = _session(path, disabled, scratch)
+    session = cpu_session(path, disabled, scratch)
     names = {i.name for i in session.get_inputs()}
     for f in feeds:
         session.run(None, {k: v for k, v in f.items() if k in names})
@@ -110,8 +98,8 @@ def main() -> None:
         calibration = model_inputs(windower, calibration_pairs(args.calibration_pairs), uses_types)
         for name in ("plain", "passes"):
             quantize_static_int8(work / f"{name}.fp32.onnx", work / f"{name}.int8.onnx", calibration)
-        a = _session(work / "plain.fp32.onnx", []).run(None, feeds[0])
-        b = _session(work / "passes.fp32.onnx", disabled["passes"]).run(None, feeds[0])
+        a = cpu_session(work / "plain.fp32.onnx", []).run(None, feeds[0])
+        b = cpu_session(work / "passes.fp32.onnx", disabled["passes"]).run(None, feeds[0])
         result["fp32_max_abs_diff"] = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
         result["windows_per_s"] = {}
         for round_ in range(2):  # interleaved: each variant timed twice, the best kept

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS, ROOT, log, machine_name, squad_pairs
+from common import RESULTS, ROOT, cpu_session, log, machine_name, squad_pairs
 
 MS = "com.microsoft"
 
@@ -132,17 +132,6 @@ REWRITES = {"qattention_apart": [qattention_apart], "bias_in_matmul": [bias_in_m
 REWRITES["both"] = REWRITES["qattention_apart"] + REWRITES["bias_in_matmul"]
 
 
-def _session(path: Path, disabled: list[str], profile: Path | None = None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    if profile is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(profile / "profile")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
-
-
 def _rate(session: Any, feeds: list[dict[str, np.ndarray]]) -> float:
     t0 = time.perf_counter()
     for f in feeds:
@@ -153,7 +142,7 @@ def _rate(session: Any, feeds: list[dict[str, np.ndarray]]) -> float:
 def _kernels(path: Path, feeds: list[dict[str, np.ndarray]], disabled: list[str], scratch: Path) -> dict[str, float]:
     """Kernel milliseconds per window by operator type (the six largest) and in all ("total"):
     onnxruntime's profile, steadier than wall time on a shared host."""
-    session = _session(path, disabled, scratch)
+    session = cpu_session(path, disabled, scratch)
     for f in feeds:
         session.run(None, f)
     by_op: collections.Counter[str] = collections.Counter()
@@ -184,7 +173,7 @@ def measure(model_dir: Path, questions: int, rounds: int) -> dict[str, Any]:
             result["rewritten"][name] = {p.__name__: p(model) for p in passes}
             files[name] = work / f"{name}.onnx"
             onnx.save(model, files[name])
-        sessions = {name: _session(path, disabled) for name, path in files.items()}
+        sessions = {name: cpu_session(path, disabled) for name, path in files.items()}
         names = {i.name for i in sessions["shipped"].get_inputs()}
         feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
         reference = sessions["shipped"].run(None, feeds[0])
