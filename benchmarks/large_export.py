@@ -63,6 +63,7 @@ def main() -> None:
             }
             for name, v in manifest["variants"].items()
         }
+        result["rejected"] = manifest.get("rejected", {})  # variants that failed their check, and why
         log(json.dumps(result["files"]))
         t0 = time.perf_counter()
         qa = onnxqa.load(work / "model", device="cpu")

@@ -216,6 +216,7 @@ def test_a_large_request_does_not_stall_its_replica_and_stops_at_its_timeout(ser
             body = {"question": "Who?", "context": large, "doc_stride": 340, "timeout": 4.5}
             big = asyncio.ensure_future(client.post("/v1/answer", json=body))
             await asyncio.sleep(1.5)  # tokenized by now, its windows running
+            assert not big.done(), "the large request must still be running while the short ones are sent"
             small = []
             for question, context in pairs[:10]:
                 t = time.perf_counter()
