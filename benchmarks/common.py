@@ -9,6 +9,7 @@ and ``import common`` finds this module.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -194,6 +195,22 @@ def cpu_session(path: Path, disabled: list[str], profile: Path | None = None) ->
         options.enable_profiling = True
         options.profile_file_prefix = str(profile / "profile")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+
+
+def kernel_us(profile: str | Path, after_first_run: bool = False) -> collections.Counter[str]:
+    """Kernel microseconds by operator type in an onnxruntime profile (the file
+    ``session.end_profiling()`` names); with ``after_first_run`` the first run's kernels (a cold
+    start) are left out."""
+    events = json.loads(Path(profile).read_text())
+    since = 0
+    if after_first_run:
+        first = next(e for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
+        since = first["ts"] + first["dur"]
+    by_op: collections.Counter[str] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= since:
+            by_op[e["args"]["op_name"]] += e["dur"]
+    return by_op
 
 
 # ---------------------------------------------------------------- a server under load

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS, ROOT, SHARED, cpu_session, log, squad_pairs
+from common import RESULTS, ROOT, SHARED, cpu_session, kernel_us, log, squad_pairs
 
 
 def _time(path: Path, feeds: list[dict[str, np.ndarray]], rounds: int, disabled: list[str]) -> float:
@@ -46,14 +46,9 @@ def _profile(path: Path, feeds: list[dict[str, np.ndarray]], scratch: Path, disa
     names = {i.name for i in session.get_inputs()}
     for f in feeds:
         session.run(None, {k: v for k, v in f.items() if k in names})
-    events = json.loads(Path(session.end_profiling()).read_text())
-    by_op: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            op = e["args"]["op_name"]
-            by_op[op] = by_op.get(op, 0.0) + e["dur"]
+    by_op = kernel_us(session.end_profiling())
     total = sum(by_op.values())
-    return {k: round(100 * v / total, 1) for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])[:12]}
+    return {k: round(100 * v / total, 1) for k, v in by_op.most_common(12)}
 
 
 def main() -> None:

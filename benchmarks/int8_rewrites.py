@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS, ROOT, cpu_session, log, machine_name, squad_pairs
+from common import RESULTS, ROOT, cpu_session, kernel_us, log, machine_name, squad_pairs
 
 MS = "com.microsoft"
 
@@ -161,12 +161,7 @@ def _kernels(path: Path, feeds: list[dict[str, np.ndarray]], disabled: list[str]
     session.run(None, feeds[0])  # the cold run: its events are left out
     for f in feeds:
         session.run(None, f)
-    events = json.loads(Path(session.end_profiling()).read_text())
-    first = next(e for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
-    by_op: collections.Counter[str] = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] > first["ts"] + first["dur"]:
-            by_op[e["args"]["op_name"]] += e["dur"]
+    by_op = kernel_us(session.end_profiling(), after_first_run=True)
     ms = {op: round(us / 1000 / len(feeds), 2) for op, us in by_op.most_common(6)}
     return {**ms, "total": round(sum(by_op.values()) / 1000 / len(feeds), 2)}
 

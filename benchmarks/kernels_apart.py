@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, log, machine_name, squad_pairs
+from common import RESULTS, kernel_us, log, machine_name, squad_pairs
 
 
 def _fuse_back(model: Any) -> dict[str, int]:
@@ -118,12 +118,8 @@ def _kernel_ms(qa: Any, pairs: list[tuple[str, str]]) -> dict[str, float]:
             if "token_type_ids" in engine.input_names:
                 feed["token_type_ids"] = w.type_ids[None]
             session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    by_op: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            by_op[e["args"]["op_name"]] = by_op.get(e["args"]["op_name"], 0.0) + e["dur"] / 1000 / len(pairs)
-    return dict(sorted(by_op.items(), key=lambda kv: -kv[1]))
+        by_op = kernel_us(session.end_profiling())
+    return {op: us / 1000 / len(pairs) for op, us in by_op.most_common()}
 
 
 def main() -> None:

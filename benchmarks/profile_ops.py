@@ -21,30 +21,26 @@ import numpy as np
 import onnxruntime as ort
 
 import onnxqa
-from common import squad_pairs, stage_seconds
+from common import kernel_us, squad_pairs, stage_seconds
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def operator_shares(model_file: Path, lengths: list[int]) -> collections.Counter[str]:
+def operator_shares(model_file: Path, lengths: list[int], disabled: list[str]) -> collections.Counter[str]:
     """Kernel microseconds per operator type over one call per window length (inputs of one token
     id: kernels do the same work whatever the ids)."""
     opts = ort.SessionOptions()
     opts.enable_profiling = True
     OUT.mkdir(parents=True, exist_ok=True)  # an ignored folder: profiles are run outputs, never committed
     opts.profile_file_prefix = str(OUT / "onnxruntime_profile")
-    sess = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+    # without the optimizers the manifest keeps out, as the runtime creates its sessions
+    sess = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
     names = [i.name for i in sess.get_inputs()]
     for n in lengths:
         ids = np.ones((1, n), dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         sess.run(None, {k: feed[k] for k in names})
-    trace = json.loads(Path(sess.end_profiling()).read_text())
-    by_op: collections.Counter[str] = collections.Counter()
-    for event in trace:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            by_op[event["args"]["op_name"]] += event["dur"]
-    return by_op
+    return kernel_us(sess.end_profiling())
 
 
 def main() -> None:
@@ -64,8 +60,9 @@ def main() -> None:
     inside = spent["model"] / wall
 
     manifest = json.loads((Path(args.model_dir) / "onnxqa.json").read_text())
-    model_file = Path(args.model_dir) / manifest["variants"][qa.precision]["file"]
-    by_op = operator_shares(model_file, qa.window_lengths(pairs))
+    variant = manifest["variants"][qa.precision]
+    model_file = Path(args.model_dir) / variant["file"]
+    by_op = operator_shares(model_file, qa.window_lengths(pairs), variant.get("disabled_optimizers", []))
     total = sum(by_op.values())
     print(
         f"{args.model_dir} {qa.precision}: {len(pairs)} questions in {wall:.2f}s; "
