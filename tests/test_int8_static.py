@@ -103,7 +103,13 @@ def test_calibration_on_a_squad_file(store, tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{"int8": "float"}, {"calibration_pairs": 0}, {"calibration_pairs": True}, {"calibration_method": "entropy"}],
+    [
+        {"int8": "float"},
+        {"calibration_pairs": 0},
+        {"calibration_pairs": True},
+        {"calibration_method": "entropy"},
+        {"calibration_method": "percentile"},  # onnxruntime's histogram fails on windows of unequal lengths
+    ],
 )
 def test_bad_int8_options_are_refused(options):
     from onnxqa.export import ExportConfig
