@@ -99,3 +99,40 @@ def test_cli_dry_run_keeps_nothing(tiny, tmp_path, capsys):
     assert out["chosen"]["precision"] in ("fp32", "int8") and not (model / TUNING).exists()
     assert main(["tune", str(model), "--seconds", "-1"]) == 2
     assert "seconds must be positive" in capsys.readouterr().err
+
+
+def test_the_default_pairs_are_as_long_and_unequal_as_real_questions(tiny):
+    from onnxqa.export import tuning_pairs
+    from onnxqa.squad import load_squad
+
+    from conftest import shared_path
+
+    pairs = tuning_pairs()
+    with onnxqa.load(tiny, device="cpu") as qa:  # BERT's WordPiece, as SQuAD's figures in the docstring
+        mine = sorted(qa.window_lengths(pairs))
+        _, questions = load_squad(shared_path("data", "squad", "dev-v2.0.json"))
+        real = qa.window_lengths([(q.question, q.context) for q in questions[:200]])
+    assert len(mine) == len(pairs) == 32  # one window each
+    mean, spread = sum(mine) / len(mine), mine[-len(mine) // 10] - mine[len(mine) // 10]
+    real_mean = sum(real) / len(real)
+    assert 0.8 * real_mean < mean < 1.25 * real_mean and spread > 120
+
+
+def test_cli_times_the_callers_own_questions(tiny, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny, model)
+    paragraphs = [
+        {"context": f"Item {i} was made by Ada.", "qas": [{"id": str(i), "question": "Who made it?", "answers": []}]}
+        for i in range(40)
+    ]
+    data = tmp_path / "mine.json"
+    data.write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]}))
+    assert main(["tune", str(model), "--seconds", "0.3", "--dry-run", "--json", "--questions", str(data)]) == 0
+    assert json.loads(capsys.readouterr().out)["pairs"] == {"count": 32, "source": "given"}
+    data.write_text(json.dumps({"data": []}))
+    assert main(["tune", str(model), "--questions", str(data)]) == 2
+    assert "has no questions" in capsys.readouterr().err
+    assert main(["tune", str(model), "--questions", str(tmp_path / "missing.json")]) == 2
+    assert "not a readable SQuAD file" in capsys.readouterr().err
+    with pytest.raises(onnxqa.InputError, match="no question/context pairs"):
+        tune(model, seconds=0.3, write=False, pairs=[])

@@ -124,11 +124,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+TUNE_QUESTIONS = 32  # of --questions: a pass over them per setting
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from .tune import TUNING, tune
 
     say = None if args.quiet or args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    result = tune(args.model_dir, seconds=args.seconds, write=not args.dry_run, progress=say)
+    pairs = None
+    if args.questions is not None:  # this deployment's own questions: a sample of a SQuAD-format file
+        from .squad import load_squad
+
+        questions = load_squad(args.questions)[1]
+        if not questions:
+            raise InputError(f"{args.questions} has no questions")
+        step = max(1, len(questions) // TUNE_QUESTIONS)
+        pairs = [(q.question, q.context) for q in questions[::step][:TUNE_QUESTIONS]]
+    result = tune(args.model_dir, seconds=args.seconds, write=not args.dry_run, progress=say, pairs=pairs)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -575,6 +587,13 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model_dir")
     p.add_argument("--seconds", type=float, default=30.0, help="time spent measuring, loading aside (default: 30)")
+    p.add_argument(
+        "--questions",
+        metavar="FILE",
+        default=None,
+        help=f"time your own questions: a SQuAD-format JSON file, {TUNE_QUESTIONS} of its questions evenly spread "
+        "(default: generated pairs as long as real ones)",
+    )
     p.add_argument("--dry-run", action="store_true", help="measure and print, keep nothing")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no line per measurement")

@@ -8,8 +8,9 @@ model, logical cores, onnxruntime, OpenVINO and onnxqa versions) and the hashes 
 ``load()`` uses it only on that machine, for those files, and only for what the caller left open:
 ``precision="auto"``, ``threads=None`` (and no ``ONNXQA_THREADS``), no ``batch_size``. Anywhere
 else, or without tuning, the defaults are as before. What is measured is throughput: questions per
-second of ``batch()`` over 48 question/context pairs (the bundled ones and generated ones, the
-same each time), after a warm-up call.
+second of ``batch()`` over 32 generated question/context pairs whose windows are as long and as
+unequal as real questions' (the same each time), or over the caller's own questions, after a
+warm-up call.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +62,28 @@ def tune(
     seconds: float = 30.0,
     write: bool = True,
     progress: Callable[[str], None] | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Measure each validated CPU variant of ``model_dir`` at each thread count (1, powers of
     two, all logical cores) and each of ``BATCH_SIZES`` windows per call, in about ``seconds``
     (loading the variants adds to it); return the measurements and the fastest configuration
     (the defaults unless another beats them by ``MARGIN``), and with ``write`` keep it in
-    ``model_dir/onnxqa.tuning.json``.
+    ``model_dir/onnxqa.tuning.json``. ``pairs``: the (question, context) pairs to time, such as a
+    sample of this deployment's own questions (default: :func:`onnxqa.export.tuning_pairs`).
 
     Raises:
         ModelLoadError: the directory is not a model directory or has no CPU variant.
-        InputError: ``seconds`` is not positive.
+        InputError: ``seconds`` is not positive, or ``pairs`` is given and empty.
     """
-    from .export import generated_pairs, validation_pairs
+    from .export import tuning_pairs
     from .runtime import AUTO_PRECISION, QAOptions, load, suited_precisions
 
     if not seconds > 0:
         raise InputError(f"seconds must be positive, got {seconds!r}")
+    source = "given" if pairs is not None else "generated (bundled with onnxqa)"
+    pairs = list(tuning_pairs() if pairs is None else pairs)
+    if not pairs:
+        raise InputError("no question/context pairs to tune on")
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     variants = manifest["variants"]
@@ -84,7 +91,7 @@ def tune(
     precisions = [p for p in suited_precisions(model_dir, "cpu") if variant_status(variants[p]) != "failed"]
     if not precisions:
         raise ModelLoadError(f"{model_dir} has no CPU variant that passed its check at export; nothing to tune")
-    threads, pairs = _thread_counts(), validation_pairs() + generated_pairs(42)
+    threads = _thread_counts()
     each = seconds / (len(precisions) * len(threads) * len(BATCH_SIZES))
     measured = []
     for precision in precisions:
@@ -116,7 +123,7 @@ def tune(
         "chosen": {k: best[k] for k in ("precision", "threads", "batch_size")},
         "questions_per_s": best["questions_per_s"],
         "measured": measured,
-        "pairs": len(pairs),
+        "pairs": {"count": len(pairs), "source": source},
         "seconds_per_setting": each,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
