@@ -2,6 +2,7 @@
 
     python benchmarks/backends.py                  # all 5,795 held-out questions (about 15 minutes on 2 cores)
     python benchmarks/backends.py --questions 500
+    python benchmarks/backends.py --int8 static-ffn-fp32 --precisions fp32 int8   # another int8 recipe
 
 The reference model is exported as a user would (`--precision fp32,int8,openvino-int8`, int8 of
 both backends calibrated on the bundled generated pairs, the default). For each variant: EM / F1
@@ -27,6 +28,10 @@ from common import HELDOUT, REFERENCE, RESULTS, log, machine_name, squad
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", type=int, default=None, help="held-out questions (default: all)")
+    ap.add_argument("--int8", default="static", help="the exporter's int8 method (default: static)")
+    ap.add_argument(
+        "--precisions", nargs="+", default=["fp32", "int8", "openvino-int8"], help="variants to export and score"
+    )
     args = ap.parse_args()
 
     import onnxqa
@@ -40,10 +45,11 @@ def main() -> None:
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="onnxqa-backends-") as tmp:
         model = Path(tmp) / "reference"
-        log("exporting the reference model: fp32, int8, openvino-int8")
-        export(str(REFERENCE), model, ExportConfig(precisions=("fp32", "int8", "openvino-int8"), progress=False))
+        log(f"exporting the reference model: {', '.join(args.precisions)} (int8: {args.int8})")
+        config = ExportConfig(precisions=tuple(args.precisions), int8=args.int8, progress=False)
+        export(str(REFERENCE), model, config)
         checks = json.loads((model / "onnxqa.json").read_text())["variants"]
-        for precision in ("fp32", "int8", "openvino-int8"):
+        for precision in args.precisions:
             with onnxqa.load(model, device="cpu", precision=precision) as qa:
                 t0 = time.perf_counter()
                 one = qa.batch_with_null(pairs, batch_size=1, handle_impossible_answer=True)
@@ -63,9 +69,16 @@ def main() -> None:
                 f"{precision}: EM {scores['exact']:.2f} F1 {scores['f1']:.2f}, "
                 f"identical with 64 per call {same}/{len(pairs)}"
             )
-    result = {"machine": machine_facts(), "date": time.strftime("%Y-%m-%d"), "questions": len(pairs), "variants": rows}
+    result = {
+        "machine": machine_facts(),
+        "date": time.strftime("%Y-%m-%d"),
+        "questions": len(pairs),
+        "int8": args.int8,
+        "variants": rows,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"backends-{machine_name(result['machine'])}.json"
+    suffix = "" if args.int8 == "static" else f"-{args.int8}"
+    path = RESULTS / f"backends-{machine_name(result['machine'])}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     fp32 = rows["fp32"]["f1"]
     print("| variant | EM | F1 | ΔF1 vs fp32 | answers identical, 64 windows per call vs 1 |", file=sys.stdout)

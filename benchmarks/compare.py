@@ -22,6 +22,7 @@ values):
                   the plain ONNX export, and onnxqa's NNCF int8 (the openvino-int8 variant)
   onnxqa-fp32     onnxqa, fp32 variant
   onnxqa-int8     onnxqa, int8 variant (onnxruntime)
+  onnxqa-int8-ffn-fp32  onnxqa, int8 exported with --int8 static-ffn-fp32 (feed-forward outputs in fp32)
   onnxqa-openvino-int8  onnxqa, openvino-int8 variant (OpenVINO, the openvino extra)
   onnxqa-tuned    onnxqa after `onnxqa tune` (30 s) on a copy of the model directory
   onnxqa-fp16     onnxqa on CUDA (only where a GPU is present)
@@ -79,6 +80,7 @@ ENGINES = (
     "openvino-int8-alone",
     "onnxqa-fp32",
     "onnxqa-int8",
+    "onnxqa-int8-ffn-fp32",
     "onnxqa-openvino-int8",
     "onnxqa-tuned",
     "onnxqa-fp16",
@@ -309,6 +311,20 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
             factories[f"onnxqa-{precision}"] = lambda p=precision: onnxqa_engine(
                 f"onnxqa-{p}", onnxqa.load(onnxqa_dir(), device="cpu", precision=p)
             )
+    if "onnxqa-int8-ffn-fp32" in wanted:
+
+        def ffn_fp32() -> Engine:
+            ffn = work / "onnxqa-int8-ffn-fp32"
+            if not ffn.exists():
+                train = SHARED / "data" / "squad" / "reference-train.json"
+                calibration = str(train) if checkpoint == REFERENCE else None
+                config = ExportConfig(
+                    precisions=("fp32", "int8"), int8="static-ffn-fp32", calibration=calibration, progress=False
+                )
+                export(str(checkpoint), ffn, config)
+            return onnxqa_engine("onnxqa-int8-ffn-fp32", onnxqa.load(ffn, device="cpu", precision="int8"))
+
+        factories["onnxqa-int8-ffn-fp32"] = ffn_fp32
     if "onnxqa-fp16" in wanted and cuda_available():
         factories["onnxqa-fp16"] = lambda: onnxqa_engine(
             "onnxqa-fp16", onnxqa.load(onnxqa_dir(), device="cuda", precision="fp16")

@@ -86,6 +86,27 @@ def test_dynamic_int8_is_still_available(tiny_dynamic):
     assert int8["validation"]["status"] == "passed"
 
 
+def test_static_int8_with_the_feed_forward_outputs_in_fp32(store, squad_v2, tmp_path):
+    from onnxqa.export import ExportConfig, export
+
+    config = ExportConfig(int8="static-ffn-fp32", calibration_pairs=30, check_pairs=20, progress=False)
+    manifest = export(str(store.checkpoint(TINY)), tmp_path / "out", config)
+    layers, int8 = manifest["architecture"]["num_layers"], manifest["variants"]["int8"]
+    assert int8["quantization"]["method"] == "static" and batch_invariant("int8", int8)
+    assert int8["quantization"]["smoothed"] == "none"
+    assert f"{layers} feed-forward output MatMuls" in int8["quantization"]["kept_fp32"]
+    ran = _session_ops(tmp_path / "out" / int8["file"], tmp_path)
+    assert ran["QAttention"] == layers and ran["MatMulIntegerToFloat"] == 2 * layers
+    assert ran["MatMul"] == layers + 1  # the feed-forward outputs and the QA head
+    assert int8["validation"]["status"] == "passed"
+    qa = onnxqa.load(tmp_path / "out", device="cpu", precision="int8")
+    pairs = _pairs(squad_v2, 40)
+    alone = qa.batch(pairs, batch_size=1, handle_impossible_answer=True)
+    together = qa.batch(pairs, batch_size=64, handle_impossible_answer=True)
+    assert [(a[0].start, a[0].end) for a in alone] == [(b[0].start, b[0].end) for b in together]
+    assert [a[0].score for a in alone] == pytest.approx([b[0].score for b in together], rel=1e-4, abs=1e-7)
+
+
 def test_calibration_on_a_squad_file(store, tmp_path):
     data = json.loads(shared_path("data", "squad", "reference-train.json").read_text(encoding="utf-8"))
     data["data"] = data["data"][:2]

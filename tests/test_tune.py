@@ -10,7 +10,7 @@ import pytest
 import onnxqa
 from onnxqa import ModelLoadError
 from onnxqa.cli import main
-from onnxqa.tune import BATCH_SIZES, MARGIN, TUNING, tune
+from onnxqa.tune import BATCH_SIZES, LEADERS, MARGIN, TUNING, tune
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,14 @@ def test_every_setting_is_measured_and_the_fastest_kept(tuned):
     model, result = tuned
     assert json.loads((model / TUNING).read_text()) == result
     settings = {(m["precision"], m["threads"], m["batch_size"]) for m in result["measured"]}
-    assert {p for p, _, _ in settings} == {"fp32", "int8"}
-    assert {b for _, _, b in settings} == set(BATCH_SIZES) and 1 in {t for _, t, _ in settings}
+    assert len(settings) == len(result["measured"])  # each once
+    # every variant at every thread count at one window per call; the LEADERS fastest of those at every size
+    first = {(p, n) for p, n, b in settings if b == 1}
+    assert {p for p, _ in first} == {"fp32", "int8"} and 1 in {n for _, n in first}
+    assert len(first) == 2 * len({n for _, n in first})
+    wider = {(p, n) for p, n, b in settings if b != 1}
+    assert len(wider) == min(LEADERS, len(first)) and {b for _, _, b in settings} == set(BATCH_SIZES)
+    assert len(settings) == len(first) + len(wider) * (len(BATCH_SIZES) - 1)
     assert all(m["questions_per_s"] > 0 for m in result["measured"])
     best = max(result["measured"], key=lambda m: m["questions_per_s"])
     untuned = ("int8", max(t for _, t, _ in settings), 1)  # what load() does without tuning

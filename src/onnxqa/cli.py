@@ -340,10 +340,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=default.opset, help="ONNX opset (default: the exporter's choice)")
     p.add_argument(
         "--int8",
-        choices=("static", "dynamic"),
+        choices=("static", "static-ffn-fp32", "dynamic"),
         default=default.int8,
-        help="int8 quantization: static (ranges calibrated at export; answers independent of batching) or "
-        f"dynamic (scales per call, feed-forward outputs in fp32) (default: {default.int8})",
+        help="int8 quantization: static (ranges calibrated at export; answers independent of batching), "
+        "static-ffn-fp32 (the same with the feed-forward output projections in fp32: closer to fp32's answers, "
+        f"slower) or dynamic (scales per call, feed-forward outputs in fp32) (default: {default.int8})",
     )
     p.add_argument(
         "--calibration",

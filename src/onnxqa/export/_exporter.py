@@ -36,7 +36,7 @@ from ._io import data_file, is_large, save_onnx
 from ._openvino import OPENVINO_FILE, quantize_openvino, require_openvino
 from ._pairs import calibration_pairs, check_pairs, validation_pairs
 from ._passes import INT8_PASSES, disabled_optimizers, run_passes
-from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, quantize_dynamic_int8, quantize_static_int8
+from ._quantize import CALIBRATIONS, SMOOTH_ALPHA, gelu_fed_matmuls, quantize_dynamic_int8, quantize_static_int8
 from ._source import Checkpoint, load_checkpoint, resolve
 
 __all__ = ["ExportConfig", "export", "quantize_int8"]
@@ -50,7 +50,9 @@ _COUNTED = (
     + ("Gelu", "BiasGelu", "FastGelu", "MatMul", "MatMulInteger", "DynamicQuantizeLinear", "QAttention")
     + ("QuantizeLinear", "DequantizeLinear")
 )
-INT8_METHODS = ("static", "dynamic")
+# static-ffn-fp32: static, with the feed-forward output MatMuls (fed by GELU) kept in fp32: closer to
+# fp32's answers, slower (docs/benchmarks.md, "int8 closer to fp32")
+INT8_METHODS = ("static", "static-ffn-fp32", "dynamic")
 _NO_CUDA = {
     "status": "unvalidated",
     "reason": "CUDA unavailable at export: fp16 runs on the CUDA execution provider only; "
@@ -71,8 +73,10 @@ class ExportConfig:
     ``tokenizer``: a directory or hub id to take the tokenizer files from, for checkpoints saved
     without them. ``check_pairs``: generated question/context pairs added to the bundled ones for
     the int8 / fp16 checks against fp32. ``int8``: ``"static"`` (activation ranges calibrated at
-    export, every encoder MatMul and attention in int8, answers independent of batch neighbours) or
-    ``"dynamic"`` (scales computed per call, feed-forward output MatMuls in fp32). ``calibration``:
+    export, every encoder MatMul and attention in int8, answers independent of batch neighbours),
+    ``"static-ffn-fp32"`` (the same with the feed-forward output MatMuls in fp32: closer to fp32's
+    answers, slower) or ``"dynamic"`` (scales computed per call, feed-forward output MatMuls in
+    fp32). ``calibration``:
     a SQuAD-format JSON file of the user's domain to calibrate static int8 on (default: generated
     pairs bundled with onnxqa); ``calibration_pairs`` of its questions are used, a fixed sample.
     """
@@ -470,15 +474,20 @@ def _quantize(
     """int8 of the optimized fp32 graph, static (calibrated here) or dynamic."""
     import onnx
 
-    if config.int8 == "static":
+    if config.int8 in ("static", "static-ffn-fp32"):
         pairs, record = _calibration_set(config)
         feeds = model_inputs(windower, pairs, uses_types)
         family = family_of(manifest["architecture"]["model_type"])
+        ffn = []
+        if config.int8 == "static-ffn-fp32":  # nothing GELU-fed left in int8 to smooth
+            ffn = gelu_fed_matmuls(onnx.load(work / FP32_FILE, load_external_data=False).graph)
         done = quantize_static_int8(
             work / FP32_FILE,
             work / INT8_FILE,
             feeds,
             calibration=config.calibration_method,
+            smooth_alpha=None if ffn else SMOOTH_ALPHA,
+            keep_fp32=ffn,
             keep_fragments=family.int8_keep_fp32,
         )
         quantization = {
@@ -488,7 +497,9 @@ def _quantize(
             "activations": f"uint8, per tensor, ranges calibrated at export ({config.calibration_method})",
             "calibration": {**record, "windows": len(feeds)},
             "int8": f"{done['attention']} attention QKV projections, {done['matmuls']} MatMuls",
-            "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha {SMOOTH_ALPHA})",
+            "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha {SMOOTH_ALPHA})"
+            if done["smoothed"]
+            else "none",
             "kept_fp32": _kept_text(done["kept"]),
         }
     else:
@@ -526,7 +537,12 @@ def _openvino_int8(
 
 
 def _kept_text(kept: dict[str, int]) -> str:
-    what = {"head": "QA output head", "activations": "products of two activations", "family": "kept by the family"}
+    what = {
+        "head": "QA output head",
+        "activations": "products of two activations",
+        "family": "kept by the family",
+        "given": "feed-forward output",
+    }
     return ", ".join(f"{n} {what[k]} MatMul{'s' if n != 1 else ''}" for k, n in kept.items() if n) or "none"
 
 

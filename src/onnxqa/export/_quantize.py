@@ -30,7 +30,7 @@ import numpy as np
 
 from ._io import data_file, is_large, save_onnx, session_source
 
-__all__ = ["CALIBRATIONS", "SMOOTH_ALPHA", "quantize_dynamic_int8", "quantize_static_int8"]
+__all__ = ["CALIBRATIONS", "SMOOTH_ALPHA", "gelu_fed_matmuls", "quantize_dynamic_int8", "quantize_static_int8"]
 
 # how activation ranges are calibrated: min and max over the calibration windows. onnxruntime's
 # histogram methods (percentile, entropy) stack every window's tensors into one array and so fail on
@@ -82,6 +82,13 @@ def _uint8_qparams(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     scale = (hi - lo) / 255.0 if hi > lo else 1.0
     zero = int(np.clip(round(-lo / scale), 0, 255))
     return np.array(scale, np.float32), np.array(zero, np.uint8)
+
+
+def gelu_fed_matmuls(graph: Any) -> list[str]:
+    """The MatMuls whose input is a GELU's output: the feed-forward output projections, whose
+    inputs carry the widest outlier channels of the encoder."""
+    gelu = {o for n in graph.node if n.op_type in ("Gelu", "BiasGelu", "FastGelu") for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] in gelu and n.name]
 
 
 def kept_matmuls(graph: Any, fragments: Sequence[str] = ()) -> dict[str, list[str]]:
@@ -262,7 +269,8 @@ def quantize_static_int8(
         large = is_large(model)
         save_onnx(_typed(model), work / "attention.onnx")
         kept = kept_matmuls(model.graph, keep_fragments)
-        head = kept["head"] + kept["activations"] + kept["family"] + list(keep_fp32)
+        kept["given"] = [name for name in keep_fp32 if not any(name in names for names in kept.values())]
+        head = kept["head"] + kept["activations"] + kept["family"] + kept["given"]
         quantize_static(
             work / "attention.onnx",
             work / "static.onnx",
@@ -305,8 +313,7 @@ def quantize_dynamic_int8(fp32: Path, out: Path, keep_fragments: Sequence[str] =
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(fp32, load_external_data=False).graph
-    gelu_out = {o for n in graph.node if n.op_type in ("Gelu", "BiasGelu", "FastGelu") for o in n.output}
-    kept = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[0] in gelu_out and n.name]
+    kept = gelu_fed_matmuls(graph)
     by_rule = kept_matmuls(graph, keep_fragments)
     kept += [name for name in by_rule["activations"] + by_rule["family"] if name not in kept]
     _quiet()
