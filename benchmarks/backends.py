@@ -28,11 +28,15 @@ from common import HELDOUT, REFERENCE, RESULTS, log, machine_name, squad
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--questions", type=int, default=None, help="held-out questions (default: all)")
-    ap.add_argument("--int8", default="static", help="the exporter's int8 method (default: static)")
+    ap.add_argument(
+        "--int8", default="static", choices=("static", "static-ffn-fp32", "dynamic"), help="the exporter's int8 method"
+    )
     ap.add_argument(
         "--precisions", nargs="+", default=["fp32", "int8", "openvino-int8"], help="variants to export and score"
     )
     args = ap.parse_args()
+    if "fp32" not in args.precisions:
+        ap.error("--precisions must include fp32: every variant is compared with it")
 
     import onnxqa
     from onnxqa.bench import machine_facts

@@ -280,7 +280,8 @@ def build_engines(checkpoint: Path, work: Path, wanted: tuple[str, ...]) -> dict
         from onnxqa.tune import tune
 
         copy = work / "onnxqa-tuned"
-        if not copy.exists():
+        if not (copy / "onnxqa.tuning.json").exists():  # not tuned yet, or a tune that did not finish
+            shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(onnxqa_dir(), copy)
             log(f"  tune chose {tune(copy, seconds=30)['chosen']}")
         chosen = json.loads((copy / "onnxqa.tuning.json").read_text())["chosen"]  # tuned now or by an earlier run
@@ -449,8 +450,7 @@ def _timed(
     finally:
         engine = None  # one engine alive at a time: memory and caches stay fair
         gc.collect()
-    if first:
-        skipped.append(why)
+    skipped.append(why if first else f"{why} (in a later round; its earlier rounds are kept)")
     return None
 
 
@@ -499,14 +499,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "engines": {},
                 "checks": export_checks(factories["_onnxqa_dir"]()),
             }
+            failed = {name for name in wanted if name not in factories}
+            result["skipped"] += [f"{name} on {seed}: not available here" for name in wanted if name in failed]
             for round_ in range(args.rounds):
                 for name in wanted:
-                    if name not in factories:
-                        if round_ == 0:
-                            result["skipped"].append(f"{name} on {seed}: not available here")
+                    if name in failed:  # not here, or it could not run in the first round: not retried
                         continue
                     m = _timed(factories, name, seed, pairs, args, first=round_ == 0, skipped=result["skipped"])
                     if m is None:
+                        failed.add(name)
                         continue
                     earlier = row["engines"].get(name)
                     if earlier is not None:  # a later round: the best pass of all rounds, the first round's latency
@@ -699,6 +700,8 @@ def main() -> None:
         "--section", default="", help="write between the markers 'compare.py SECTION' (default: 'compare.py')"
     )
     args = ap.parse_args()
+    if args.rounds < 1 or args.passes < 1:
+        ap.error("--rounds and --passes must be at least 1")
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the benchmark needs the seed configs and SQuAD data in ../shared")
     if args.report_only:

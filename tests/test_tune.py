@@ -21,7 +21,7 @@ def tuned(tiny, tmp_path_factory):
     return model, result
 
 
-def test_every_setting_is_measured_and_the_fastest_kept(tuned):
+def test_each_variant_and_thread_count_is_timed_the_leaders_at_every_size_and_the_fastest_kept(tuned):
     model, result = tuned
     assert json.loads((model / TUNING).read_text()) == result
     settings = {(m["precision"], m["threads"], m["batch_size"]) for m in result["measured"]}

@@ -138,8 +138,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         questions = load_squad(args.questions)[1]
         if not questions:
             raise InputError(f"{args.questions} has no questions")
-        step = max(1, len(questions) // TUNE_QUESTIONS)
-        pairs = [(q.question, q.context) for q in questions[::step][:TUNE_QUESTIONS]]
+        n = min(TUNE_QUESTIONS, len(questions))
+        pairs = [(q.question, q.context) for q in (questions[i * len(questions) // n] for i in range(n))]
     result = tune(args.model_dir, seconds=args.seconds, write=not args.dry_run, progress=say, pairs=pairs)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -127,14 +127,20 @@ def tune(
     # what cannot win is timed once, and one slow moment of the host does not decide
     first = [(p, n) for p in precisions for n in threads]
     sizes = (batch, *(b for b in BATCH_SIZES if b != batch))
-    each = seconds / (len(first) + LEADERS * len(sizes))
+    # timings: each setting once, the leaders' at every size, the leaders' and the defaults' first again
+    each = seconds / (len(first) + min(LEADERS, len(first)) * len(sizes) + 1)
     measured = [m for p, n in first for m in _time_settings(model_dir, p, n, sizes[:1], pairs, each, progress)]
-    for leader in sorted(measured, key=lambda m: m["questions_per_s"], reverse=True)[:LEADERS]:
-        again = _time_settings(model_dir, leader["precision"], leader["threads"], sizes, pairs, each, progress)
-        leader["questions_per_s"] = max(leader["questions_per_s"], again[0]["questions_per_s"])
+    default = next(m for m in measured if (m["precision"], m["threads"], m["batch_size"]) == untuned)
+    leaders = sorted(measured, key=lambda m: m["questions_per_s"], reverse=True)[:LEADERS]
+    # the defaults are timed twice as well, so that a leader is not favoured by its second chance
+    second = [*leaders, *([default] if default not in leaders else [])]
+    for m in second:
+        again = _time_settings(
+            model_dir, m["precision"], m["threads"], sizes if m in leaders else sizes[:1], pairs, each, progress
+        )
+        m["questions_per_s"] = max(m["questions_per_s"], again[0]["questions_per_s"])
         measured += again[1:]
     best = max(measured, key=lambda m: m["questions_per_s"])
-    default = next(m for m in measured if (m["precision"], m["threads"], m["batch_size"]) == untuned)
     if best["questions_per_s"] < default["questions_per_s"] * (1 + MARGIN):
         best = default  # within the measurements' noise: keep the defaults
     result = {

@@ -481,6 +481,11 @@ def _quantize(
         ffn = []
         if config.int8 == "static-ffn-fp32":  # nothing GELU-fed left in int8 to smooth
             ffn = gelu_fed_matmuls(onnx.load(work / FP32_FILE, load_external_data=False).graph)
+            if not ffn:
+                raise ExportError(
+                    "--int8 static-ffn-fp32 keeps the MatMuls fed by a GELU in fp32, and this graph has none; "
+                    "use --int8 static"
+                )
         done = quantize_static_int8(
             work / FP32_FILE,
             work / INT8_FILE,
@@ -492,6 +497,7 @@ def _quantize(
         )
         quantization = {
             "method": "static",
+            "recipe": config.int8,
             "format": "QDQ MatMuls, QAttention",
             "weights": "int8, per channel",
             "activations": f"uint8, per tensor, ranges calibrated at export ({config.calibration_method})",

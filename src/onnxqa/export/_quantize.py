@@ -238,9 +238,10 @@ def quantize_static_int8(
 ) -> dict[str, Any]:
     """Static int8 of the optimized fp32 graph at ``fp32``, activation ranges calibrated on ``feeds``
     (batch-of-one model inputs), the GELU-fed MatMuls smoothed with ``smooth_alpha`` (None: not
-    smoothed). ``reduce_range``: 7-bit weights; ``keep_fp32``: names of further MatMuls to leave in
-    fp32 (both for measurements); ``keep_fragments``: the family's (see :func:`kept_matmuls`).
-    Returns the counts of what was quantized, smoothed and kept in fp32."""
+    smoothed). ``reduce_range``: 7-bit weights (for measurements); ``keep_fp32``: names of further
+    MatMuls to leave in fp32 (a ``ValueError`` if the graph has no such MatMul); ``keep_fragments``:
+    the family's (see :func:`kept_matmuls`). Returns the counts of what was quantized, smoothed and
+    kept in fp32."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -269,6 +270,9 @@ def quantize_static_int8(
         large = is_large(model)
         save_onnx(_typed(model), work / "attention.onnx")
         kept = kept_matmuls(model.graph, keep_fragments)
+        missing = set(keep_fp32) - {n.name for n in model.graph.node if n.op_type == "MatMul"}
+        if missing:
+            raise ValueError(f"keep_fp32 names MatMuls this graph does not have: {', '.join(sorted(missing))}")
         kept["given"] = [name for name in keep_fp32 if not any(name in names for names in kept.values())]
         head = kept["head"] + kept["activations"] + kept["family"] + kept["given"]
         quantize_static(
