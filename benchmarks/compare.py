@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import inspect
 import json
 import sys
 import tempfile
@@ -149,10 +150,14 @@ def default_tensor_type_shim() -> Any:
 
     original = ONNXQuantizer.__init__
 
+    signature = inspect.signature(original)
+
     def patched(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("extra_options", {})
-        kwargs["extra_options"] = {**(kwargs["extra_options"] or {}), "DefaultTensorType": TensorProto.FLOAT}
-        original(self, *args, **kwargs)
+        # by keyword from optimum, by position from onnxruntime's own sub-graph quantizer (DeBERTa's If)
+        bound = signature.bind(self, *args, **kwargs)
+        extra = bound.arguments.get("extra_options") or {}
+        bound.arguments["extra_options"] = {**extra, "DefaultTensorType": TensorProto.FLOAT}
+        original(*bound.args, **bound.kwargs)
 
     ONNXQuantizer.__init__ = patched  # type: ignore[method-assign]
     try:
