@@ -307,7 +307,7 @@ def _batch_size_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    from .export import ExportConfig
+    from .export import INT8_METHODS, ExportConfig
 
     default = ExportConfig()
     p = sub.add_parser("export", help="export a Hugging Face QA checkpoint to an onnxqa model directory")
@@ -340,7 +340,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=default.opset, help="ONNX opset (default: the exporter's choice)")
     p.add_argument(
         "--int8",
-        choices=("static", "static-ffn-fp32", "dynamic"),
+        choices=INT8_METHODS,
         default=default.int8,
         help="int8 quantization: static (ranges calibrated at export; answers independent of batching), "
         "static-ffn-fp32 (the same with the feed-forward output projections in fp32: closer to fp32's answers, "
