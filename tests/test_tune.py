@@ -21,18 +21,22 @@ def tuned(tiny, tmp_path_factory):
     return model, result
 
 
-def test_each_variant_and_thread_count_is_timed_the_leaders_at_every_size_and_the_fastest_kept(tuned):
+def test_each_variant_is_timed_the_leaders_at_every_size_and_thread_count_and_the_fastest_kept(tuned):
     model, result = tuned
     assert json.loads((model / TUNING).read_text()) == result
     settings = {(m["precision"], m["threads"], m["batch_size"]) for m in result["measured"]}
     assert len(settings) == len(result["measured"])  # each once
-    # every variant at every thread count at one window per call; the LEADERS fastest of those at every size
-    first = {(p, n) for p, n, b in settings if b == 1}
-    assert {p for p, _ in first} == {"fp32", "int8"} and 1 in {n for _, n in first}
-    assert len(first) == 2 * len({n for _, n in first})
-    wider = {(p, n) for p, n, b in settings if b != 1}
-    assert len(wider) == min(LEADERS, len(first)) and {b for _, _, b in settings} == set(BATCH_SIZES)
-    assert len(settings) == len(first) + len(wider) * (len(BATCH_SIZES) - 1)
+    cores = max(n for _, n, _ in settings)
+    counts = {n for _, n, _ in settings}
+    assert 1 in counts and cores == max(counts)
+    # every variant with every core at one window per call; the LEADERS fastest of those at every
+    # size (every core) and at every other thread count (one window per call)
+    assert {(p, n, b) for p, n, b in settings if n == cores and b == 1} == {("fp32", cores, 1), ("int8", cores, 1)}
+    leaders = {p for p, n, b in settings if b != 1}
+    assert len(leaders) == min(LEADERS, 2) and {b for _, _, b in settings} == set(BATCH_SIZES)
+    assert all(n == cores for _, n, b in settings if b != 1)
+    assert {(p, n) for p, n, _ in settings if n != cores} == {(p, n) for p in leaders for n in counts - {cores}}
+    assert len(settings) == 2 + len(leaders) * (len(BATCH_SIZES) - 1 + len(counts) - 1)
     assert all(m["questions_per_s"] > 0 for m in result["measured"])
     best = max(result["measured"], key=lambda m: m["questions_per_s"])
     untuned = ("int8", max(t for _, t, _ in settings), 1)  # what load() does without tuning
@@ -142,3 +146,27 @@ def test_cli_times_the_callers_own_questions(tiny, tmp_path, capsys):
     assert "not a readable SQuAD file" in capsys.readouterr().err
     with pytest.raises(onnxqa.InputError, match="no question/context pairs"):
         tune(model, seconds=0.3, write=False, pairs=[])
+
+
+@pytest.mark.parametrize(("wider", "chosen"), [(33.0, 4), (30.5, 1)], ids=["beats-the-margin", "within-it"])
+def test_only_the_fastest_variant_is_timed_further(tiny, monkeypatch, wider, chosen):
+    import onnxqa.tune as tuning
+
+    rates = {("fp32", 2, 1): 10.0, ("int8", 2, 1): 30.0, ("int8", 2, 4): wider, ("int8", 2, 16): 20.0}
+    rates[("int8", 1, 1)] = 12.0
+    calls = []
+
+    def timed(model_dir, precision, threads, batch_sizes, pairs, seconds, progress):
+        calls.append((precision, threads, tuple(batch_sizes)))
+        return [
+            dict(precision=precision, threads=threads, batch_size=b, questions_per_s=rates[precision, threads, b])
+            for b in batch_sizes
+        ]
+
+    monkeypatch.setattr(tuning, "_time_settings", timed)
+    monkeypatch.setattr(tuning, "_thread_counts", lambda: [1, 2])
+    monkeypatch.setattr(tuning, "LEADERS", 1)
+    result = tune(tiny, seconds=1.0, write=False)
+    # each variant with every core; then the faster one (int8, also the default) at every size and thread count
+    assert calls == [("fp32", 2, (1,)), ("int8", 2, (1,)), ("int8", 2, (1, 4, 16)), ("int8", 1, (1,))]
+    assert result["chosen"] == {"precision": "int8", "threads": 2, "batch_size": chosen}

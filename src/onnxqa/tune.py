@@ -30,7 +30,7 @@ from .runtime import TUNING, TUNING_FORMAT, machine_key, variant_identity
 __all__ = ["BATCH_SIZES", "LEADERS", "TUNING", "tune"]
 
 BATCH_SIZES = (1, 4, 16)
-LEADERS = 2  # (variant, threads) settings timed at every windows-per-call after the first round
+LEADERS = 2  # variants timed at every windows per call and thread count after the first round
 MARGIN = 0.03  # a setting must beat the defaults by this much to be chosen over them
 
 
@@ -45,16 +45,17 @@ def _thread_counts() -> list[int]:
 
 
 def _measure(qa: Any, pairs: list[tuple[str, str]], batch_size: int, seconds: float) -> float:
-    """Questions per second of ``qa.batch(pairs)`` with ``batch_size``: whole passes for at least
-    ``seconds`` (at least one pass)."""
-    qa.batch(pairs[:4], batch_size=batch_size)  # warm-up: the thread pool, this call size
-    done, start = 0, time.perf_counter()
+    """Questions per second of ``qa.batch(pairs)`` with ``batch_size``: the whole number of passes
+    nearest to ``seconds`` (at least one)."""
+    # warm-up: the thread pool, this call size, memory for the longest windows
+    qa.batch(sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))[-4:], batch_size=batch_size)
+    passes, start = 0, time.perf_counter()
     while True:
         qa.batch(pairs, batch_size=batch_size)
-        done += len(pairs)
+        passes += 1
         elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return done / elapsed
+        if elapsed + elapsed / passes / 2 >= seconds:  # another pass would end further from it
+            return passes * len(pairs) / elapsed
 
 
 def _time_settings(
@@ -71,9 +72,10 @@ def _time_settings(
 
     out = []
     with load(model_dir, device="cpu", precision=precision, threads=threads) as qa:
-        # every window shape seen once before the clock: OpenVINO compiles kernels for each new one,
-        # as a long-running process has long done
-        qa.batch(pairs)
+        # OpenVINO compiles kernels for each new window shape: every shape seen once before the
+        # clock, as a long-running process has long done (onnxruntime's warm-up is _measure's)
+        if precision in BACKENDS:
+            qa.batch(pairs)
         for batch_size in batch_sizes:
             rate = _measure(qa, pairs, batch_size, seconds)
             out.append({"precision": precision, "threads": threads, "batch_size": batch_size, "questions_per_s": rate})
@@ -91,9 +93,9 @@ def tune(
     progress: Callable[[str], None] | None = None,
     pairs: Sequence[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Measure each validated CPU variant of ``model_dir`` at each thread count (1, powers of
-    two, all logical cores), and the ``LEADERS`` fastest of those at each of ``BATCH_SIZES``
-    windows per call, in about ``seconds`` (loading the variants adds to it); return the
+    """Measure each validated CPU variant of ``model_dir`` with every core, and the ``LEADERS``
+    fastest of those at each of ``BATCH_SIZES`` windows per call and at each other thread count (1,
+    powers of two), in about ``seconds`` (loading the variants adds to it); return the
     measurements and the fastest configuration (the defaults unless another beats them by
     ``MARGIN``), and with ``write`` keep it in
     ``model_dir/onnxqa.tuning.json``. ``pairs``: the (question, context) pairs to time, such as a
@@ -122,16 +124,17 @@ def tune(
     # what load() does untuned: int8 where it passed its check, a thread per core, its batch size
     threads, batch = _thread_counts(), QAOptions().resolved(512, 512, "cpu").batch_size
     untuned = (next(p for p in (*AUTO_PRECISION["cpu"], *precisions) if p in precisions), threads[-1], batch)
-    # first each variant at each thread count at the untuned windows per call; then the LEADERS
-    # fastest of those at every windows per call, that first rate timed again (the better kept):
-    # what cannot win is timed once, and one slow moment of the host does not decide
-    first = [(p, n) for p in precisions for n in threads]
+    # first each variant with every core at the untuned windows per call; then the LEADERS fastest
+    # of those at every windows per call (that first rate timed again, the better kept) and at every
+    # other thread count: what cannot win is timed once, and one slow moment of the host does not decide
+    first = [(p, threads[-1]) for p in precisions]
     sizes = (batch, *(b for b in BATCH_SIZES if b != batch))
-    # timings: each setting once, the leaders' at every size, the leaders' and the defaults' first again
-    each = seconds / (len(first) + min(LEADERS, len(first)) * len(sizes) + 1)
+    leading = min(LEADERS, len(first))
+    # timings: each variant once, the leaders' at every size and thread count, the defaults' again
+    each = seconds / (len(first) + leading * (len(sizes) + len(threads) - 1) + 1)
     measured = [m for p, n in first for m in _time_settings(model_dir, p, n, sizes[:1], pairs, each, progress)]
     default = next(m for m in measured if (m["precision"], m["threads"], m["batch_size"]) == untuned)
-    leaders = sorted(measured, key=lambda m: m["questions_per_s"], reverse=True)[:LEADERS]
+    leaders = sorted(measured, key=lambda m: m["questions_per_s"], reverse=True)[:leading]
     # the defaults are timed twice as well, so that a leader is not favoured by its second chance
     second = [*leaders, *([default] if default not in leaders else [])]
     for m in second:
@@ -140,6 +143,9 @@ def tune(
         )
         m["questions_per_s"] = max(m["questions_per_s"], again[0]["questions_per_s"])
         measured += again[1:]
+    for m in leaders:
+        for n in threads[:-1]:
+            measured += _time_settings(model_dir, m["precision"], n, sizes[:1], pairs, each, progress)
     best = max(measured, key=lambda m: m["questions_per_s"])
     if best["questions_per_s"] < default["questions_per_s"] * (1 + MARGIN):
         best = default  # within the measurements' noise: keep the defaults
