@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxqa.export._passes import (
     VOCABULARY_ROWS,
     disabled_optimizers,
+    fold_bias_into_int8_matmul,
     fold_constant_subgraphs,
     quantize_vocabulary_tables,
     run_passes,
@@ -300,3 +301,67 @@ def test_a_skip_layer_norm_whose_statistics_are_read_stays_fused():
     node.output[1] = "mean"
     model.graph.output.append(helper.make_tensor_value_info("mean", TensorProto.FLOAT, None))
     assert unfuse_skip_layer_norm(model) == 0
+
+
+def _qdq_model() -> onnx.ModelProto:
+    """Quantize-dequantize MatMuls of x (n, 8) to 6 columns, weights per column with non-zero zero
+    points: ``Add(P1, b)``; ``Add(b, Add(P2, r))`` (a residual taken apart); one whose product is
+    also returned, and one whose weight scales run along its rows (``axis=0``): those two stay."""
+    rng = np.random.default_rng(7)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+        numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+        numpy_helper.from_array(rng.standard_normal(6).astype(np.float32), "b"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+    ]
+    for k in (1, 2, 3, 4):
+        along = 8 if k == 4 else 6  # k=4: one scale per row
+        inits += [
+            numpy_helper.from_array(rng.integers(-127, 128, (8, 6)).astype(np.int8), f"w{k}"),
+            numpy_helper.from_array(rng.uniform(0.01, 0.02, along).astype(np.float32), f"ws{k}"),
+            numpy_helper.from_array(rng.integers(-3, 4, along).astype(np.int8), f"wz{k}"),
+        ]
+        axis = 0 if k == 4 else 1
+        nodes += [
+            helper.make_node("DequantizeLinear", [f"w{k}", f"ws{k}", f"wz{k}"], [f"wd{k}"], axis=axis),
+            helper.make_node("MatMul", ["xd", f"wd{k}"], [f"p{k}"]),
+        ]
+    nodes += [
+        helper.make_node("Add", ["p1", "b"], ["y1"]),
+        helper.make_node("Add", ["p2", "r"], ["s2"]),
+        helper.make_node("Add", ["b", "s2"], ["y2"]),
+        helper.make_node("Add", ["p3", "b"], ["y3"]),
+        helper.make_node("Add", ["p4", "b"], ["y4"]),
+    ]
+    outputs = ["y1", "y2", "y3", "p3", "y4"]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])]
+        + [helper.make_tensor_value_info("r", TensorProto.FLOAT, ["n", 6])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["n", 6]) for n in outputs],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    return model
+
+
+def test_biases_go_into_the_int8_matmuls_with_the_same_outputs():
+    model = _qdq_model()
+    rng = np.random.default_rng(8)
+    feeds = {"x": rng.standard_normal((5, 8)).astype(np.float32), "r": rng.standard_normal((5, 6)).astype(np.float32)}
+    before = _run_feeds(model, feeds)
+    assert fold_bias_into_int8_matmul(model) == 2
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 2 and ops.count("MatMul") == 2  # the returned product, per row
+    assert ops.count("Add") == 3  # the residual's, and the biases of the two that stay
+    assert ops.count("DequantizeLinear") == 3  # the activation's and the two kept MatMuls' weights
+    assert any(o.domain == "com.microsoft" for o in model.opset_import)
+    for a, b in zip(_run_feeds(model, feeds), before):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert fold_bias_into_int8_matmul(model) == 0  # nothing left to fold

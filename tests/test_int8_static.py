@@ -46,7 +46,10 @@ def test_static_int8_quantizes_every_encoder_matmul_and_attention(tiny, tmp_path
     assert ops.get("QAttention") == layers
     assert ops.get("QuantizeLinear") == layers + 3 * layers
     assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
-    assert ops.get("MatMul") == 3 * layers + 1  # QDQ MatMuls and the fp32 QA head
+    # the QA head in fp32; the encoder's MatMuls with their biases folded in (a constant bias added
+    # to each product: attention output, feed-forward input and output)
+    assert ops.get("MatMul") == 1 and ops.get("MatMulIntegerToFloat") == 3 * layers
+    assert int8["graph_passes"]["fold_bias_into_int8_matmul"] == 3 * layers
 
     # what onnxruntime runs: int8 kernels with static scales, only the QA head in fp32
     ran = _session_ops(tiny / int8["file"], tmp_path)

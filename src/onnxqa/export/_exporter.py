@@ -48,7 +48,7 @@ _COUNTED = (
     ATTENTION_OPS
     + LAYERNORM_OPS
     + ("Gelu", "BiasGelu", "FastGelu", "MatMul", "MatMulInteger", "DynamicQuantizeLinear", "QAttention")
-    + ("QuantizeLinear", "DequantizeLinear")
+    + ("QuantizeLinear", "DequantizeLinear", "MatMulIntegerToFloat")
 )
 # static-ffn-fp32: static, with the feed-forward output MatMuls (fed by GELU) kept in fp32: closer to
 # fp32's answers, slower (docs/benchmarks.md, "int8 closer to fp32")
@@ -524,6 +524,9 @@ def _quantize(
     quantization["vocabulary"] = (
         "int8, per row, dequantized after the gather" if passes["quantize_vocabulary_tables"] else "fp32"
     )
+    if passes["fold_bias_into_int8_matmul"]:
+        folded = f"{passes['fold_bias_into_int8_matmul']} MatMuls as MatMulIntegerToFloat with their bias folded in"
+        quantization["format"] = "; ".join(filter(None, (quantization.get("format"), folded)))
     entry = _variant_entry(work, INT8_FILE, "int8", opset, _fused_counts(model))
     entry.update(_kept_apart(manifest), quantization=quantization, graph_passes=passes)
     manifest["variants"]["int8"] = entry
