@@ -1,0 +1,63 @@
+"""benchmarks/paired.py without models: the engines' order rotates question by question, each
+call is timed on its own, and the ratios (with their bootstrap interval) read the right way round."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def paired():
+    """benchmarks/paired.py as a module, with its folder on the path as when it runs as a script."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCH))
+        spec = importlib.util.spec_from_file_location("paired_bench", BENCH / "paired.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
+def test_order_rotates_and_each_call_is_timed(paired, monkeypatch):
+    monkeypatch.setattr(paired, "PAUSE_S", 0.0)
+    calls: list[tuple[str, str]] = []
+
+    def engine(name: str, delay: float) -> SimpleNamespace:
+        def one(question: str, context: str) -> str:
+            calls.append((name, question))
+            time.sleep(delay)
+            return ""
+
+        return SimpleNamespace(one=one)
+
+    engines = {"slow": engine("slow", 0.05), "fast": engine("fast", 0.002), "mid": engine("mid", 0.01)}
+    pairs = [(f"q{i}", "c") for i in range(8)]
+    seconds = paired.timed_questions(engines, pairs)
+    # every question by every engine before the next question, in an order drawn for each
+    assert [q for _, q in calls] == [q for q, _ in pairs for _ in range(3)]
+    orders = [tuple(name for name, _ in calls[3 * i : 3 * i + 3]) for i in range(8)]
+    assert all(sorted(o) == sorted(engines) for o in orders) and len(set(orders)) > 1
+    assert all(len(times) == 8 for times in seconds.values())
+    assert min(seconds["slow"]) > max(seconds["fast"])  # a call's own time, not its neighbours'
+
+
+def test_ratio_reads_as_times_faster(paired):
+    rng = np.random.default_rng(0)
+    same = paired.ratio([2.0, 4.0, 6.0], [1.0, 2.0, 3.0], rng)  # fewer questions than a block
+    assert same == pytest.approx({"total": 2.0, "low": 2.0, "high": 2.0, "median_per_question": 2.0})
+    reference = list(rng.uniform(0.1, 0.3, size=200))
+    engine = [t / rng.uniform(1.0, 1.4) for t in reference]  # 1.0-1.4x faster, question by question
+    r = paired.ratio(reference, engine, rng)
+    assert 1.0 < r["low"] < r["total"] < r["high"] < 1.4
+    # 20 questions on which the reference is 3x slower and the engine only 1.2x: a wider interval
+    slow = [t * (3 if 100 <= i < 120 else 1) for i, t in enumerate(reference)]
+    drifted = paired.ratio(slow, [t * (1.2 if 100 <= i < 120 else 1) for i, t in enumerate(engine)], rng)
+    assert drifted["high"] - drifted["low"] > r["high"] - r["low"]
+    assert paired.ratio(engine, reference, rng)["total"] == pytest.approx(1 / r["total"])
