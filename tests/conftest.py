@@ -57,6 +57,18 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def bench_module(name: str) -> Any:
+    """``benchmarks/<name>.py`` as a module, with its folder on the path as when it runs as a script."""
+    import importlib.util
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(ROOT / "benchmarks"))
+        spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module
+
+
 def make_checkpoint(seed_dir: Path, out: Path, seed: int = 0) -> Path:
     """The seed's exact config and tokenizer with seeded random weights (QA head std 1.0)."""
     from onnxqa.export import random_checkpoint

@@ -3,9 +3,7 @@ tables rendered from a results file (its measuring parts run with --dry-run, by 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,18 +13,12 @@ from onnxqa._manifest import read_verified
 from onnxqa.runtime import STAGES, cuda_available
 from onnxqa.runtime._session import Engine, SessionSettings
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    """benchmarks/gpu.py as a module, with its folder on the path as when it runs as a script."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCH))
-        spec = importlib.util.spec_from_file_location("gpu_bench", BENCH / "gpu.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+    return bench_module("gpu")
 
 
 def test_arguments_and_peaks(gpu_bench):

@@ -1,31 +1,23 @@
-"""benchmarks/paired.py without models: the engines' order rotates question by question, each
+"""benchmarks/paired.py without models: the engines' order is drawn for each question, each
 call is timed on its own, and the ratios (with their bootstrap interval) read the right way round."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import bench_module
 
 
 @pytest.fixture(scope="module")
 def paired():
-    """benchmarks/paired.py as a module, with its folder on the path as when it runs as a script."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCH))
-        spec = importlib.util.spec_from_file_location("paired_bench", BENCH / "paired.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+    return bench_module("paired")
 
 
-def test_order_rotates_and_each_call_is_timed(paired, monkeypatch):
+def test_every_engine_answers_each_question_in_turn_each_call_timed(paired, monkeypatch):
     monkeypatch.setattr(paired, "PAUSE_S", 0.0)
     calls: list[tuple[str, str]] = []
 
