@@ -41,6 +41,9 @@ def recipes() -> dict[str, tuple[dict[str, Any], int]]:
         "first-ffn-out-fp32": ({"keep_fp32": [LAYER.format(0, "output")]}, 200),
         "first-block-fp32": ({"keep_fp32": [LAYER.format(0, k) for k in BLOCK]}, 200),
         "first-2-ffn-out-fp32": ({"keep_fp32": [LAYER.format(i, "output") for i in (0, 1)]}, 200),
+        "outlier-channels-1": ({"outliers": 1}, 200),
+        "outlier-channels-4": ({"outliers": 4}, 200),
+        "outlier-channels-4-smoothquant-0.5": ({"outliers": 4, "smooth_alpha": 0.5}, 200),
         "all-ffn-out-fp32": ({"keep_fp32": [LAYER.format(i, "output") for i in range(6)]}, 200),
     }
 

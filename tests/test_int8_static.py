@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
+import onnx
 import pytest
 
 import onnxqa
@@ -46,16 +48,18 @@ def test_static_int8_quantizes_every_encoder_matmul_and_attention(tiny, tmp_path
     assert ops.get("QAttention") == layers
     assert ops.get("QuantizeLinear") == layers + 3 * layers
     assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
-    # the QA head in fp32; the encoder's MatMuls with their biases folded in (a constant bias added
-    # to each product: attention output, feed-forward input and output)
-    assert ops.get("MatMul") == 1 and ops.get("MatMulIntegerToFloat") == 3 * layers
+    # in fp32: the QA head and, per layer, the product of the feed-forward output's widest input
+    # channels; the encoder's MatMuls with their biases folded in (a constant bias added to each
+    # product: attention output, feed-forward input and output)
+    assert ops.get("MatMul") == 1 + layers and ops.get("MatMulIntegerToFloat") == 3 * layers
     assert int8["graph_passes"]["fold_bias_into_int8_matmul"] == 3 * layers
 
-    # what onnxruntime runs: int8 kernels with static scales, only the QA head in fp32
+    # what onnxruntime runs: int8 kernels with static scales; in fp32 the QA head and the outlier
+    # channels' products
     ran = _session_ops(tiny / int8["file"], tmp_path)
     assert ran["QAttention"] == layers
     assert ran["MatMulIntegerToFloat"] == 3 * layers
-    assert ran["MatMul"] == 1
+    assert ran["MatMul"] == 1 + layers
     assert ran["DynamicQuantizeLinear"] == 0
 
     # checked against fp32 on the bundled and 200 generated pairs, calibrated on others
@@ -66,6 +70,8 @@ def test_static_int8_quantizes_every_encoder_matmul_and_attention(tiny, tmp_path
     assert calibration["source"].startswith("generated") and calibration["pairs"] == 200
     assert calibration["windows"] >= 200
     assert int8["quantization"]["smoothed"].startswith(f"{layers} GELU-fed MatMuls")
+    assert int8["quantization"]["outlier_channels"].startswith("4 input channels of each GELU-fed MatMul")
+    assert f"{layers} outlier-channel MatMuls" in int8["quantization"]["kept_fp32"]
 
 
 def test_static_int8_answers_do_not_depend_on_batch_neighbours(tiny, squad_v2):
@@ -96,7 +102,7 @@ def test_static_int8_with_the_feed_forward_outputs_in_fp32(store, squad_v2, tmp_
     manifest = export(str(store.checkpoint(TINY)), tmp_path / "out", config)
     layers, int8 = manifest["architecture"]["num_layers"], manifest["variants"]["int8"]
     assert int8["quantization"]["method"] == "static" and batch_invariant("int8", int8)
-    assert int8["quantization"]["smoothed"] == "none"
+    assert int8["quantization"]["smoothed"] == "none" and int8["quantization"]["outlier_channels"] == "none"
     assert f"{layers} feed-forward output MatMuls" in int8["quantization"]["kept_fp32"]
     ran = _session_ops(tmp_path / "out" / int8["file"], tmp_path)
     assert ran["QAttention"] == layers and ran["MatMulIntegerToFloat"] == 2 * layers
@@ -147,3 +153,98 @@ def test_missing_calibration_file_is_refused(store, tmp_path):
 
     with pytest.raises(ExportError, match="calibration file"):
         export(str(store.checkpoint(TINY)), tmp_path / "out", ExportConfig(calibration=str(tmp_path / "nope.json")))
+
+
+def _gelu_product(residual: bool, rng) -> onnx.ModelProto:
+    """x -> Gelu -> MatMul(W) -> (+ r) -> + b: a feed-forward output, channel 3 of its input ~25x wider
+    than the rest and its weight row ~50x (the pattern of a trained model's first layer)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = rng.standard_normal((16, 12)).astype(np.float32) * 0.1
+    w[3] *= 50.0
+    nodes = [
+        helper.make_node("Mul", ["x", "gain"], ["xs"], name="gain"),
+        helper.make_node("Gelu", ["xs"], ["g"], name="gelu", domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "w"], ["p"], name="ffn_out"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, 16])]
+    if residual:
+        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, None, 12]))
+        nodes += [
+            helper.make_node("Add", ["p", "r"], ["pr"], name="residual"),
+            helper.make_node("Add", ["pr", "b"], ["y"], name="bias"),
+        ]
+    else:
+        nodes.append(helper.make_node("Add", ["p", "b"], ["y"], name="bias"))
+    gain = np.ones(16, np.float32)
+    gain[3] = 25.0
+    initializers = [
+        numpy_helper.from_array(a, n) for a, n in ((gain, "gain"), (w, "w"), (np.ones(12, np.float32), "b"))
+    ]
+    graph = helper.make_graph(
+        nodes, "ffn", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None, 12])], initializers
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 10
+    return model
+
+
+def _run(model, feed):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_the_widest_channels_leave_the_int8_product_for_an_fp32_one(residual):
+    from onnxqa.export._quantize import _Feeds, _smooth_gelu_inputs
+
+    rng = np.random.default_rng(0)
+    model = _gelu_product(residual, rng)
+    feeds = [{"x": rng.standard_normal((1, n, 16)).astype(np.float32)} for n in (5, 9, 7)]
+    for f in feeds:
+        if residual:
+            f["r"] = rng.standard_normal((1, f["x"].shape[1], 12)).astype(np.float32)
+    before = [_run(model, f) for f in feeds]
+    assert _smooth_gelu_inputs(model, _Feeds(feeds, {"x", "r"}), 0.8, outliers=2) == 1
+    onnx.checker.check_model(model)
+    # the same function, in fp32
+    for f, y in zip(feeds, before):
+        np.testing.assert_allclose(_run(model, f), y, rtol=1e-5, atol=1e-5)
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    picked = constants["ffn_out_outlier_channels_index"]
+    assert 3 in picked and len(picked) == 2
+    # out of the int8 product: zero in its input (the smoothing Mul) and in its weight rows
+    assert np.all(constants["ffn_out_smooth_inv_scale"][picked] == 0)
+    assert np.all(constants["w"][picked] == 0)
+    adds = {n.name: list(n.input) for n in model.graph.node if n.op_type == "Add"}
+    if residual:  # joined to the residual, so that the bias Add still follows the product's sum
+        assert adds["ffn_out_outlier_channels_add"] == ["r", "ffn_out_outlier_channels_y"]
+        assert adds["residual"] == ["p", "ffn_out_outlier_channels_residual"]
+    else:
+        assert adds["ffn_out_outlier_channels_add"] == ["p_int8_part", "ffn_out_outlier_channels_y"]
+
+
+def test_int8_with_the_outlier_channels_apart_is_closer_to_fp32(tmp_path):
+    from onnxqa.export._quantize import quantize_static_int8
+
+    rng = np.random.default_rng(1)
+    model = _gelu_product(True, rng)
+    onnx.save(model, tmp_path / "fp32.onnx")
+    feeds = [
+        {
+            "x": rng.standard_normal((1, 24, 16)).astype(np.float32),
+            "r": rng.standard_normal((1, 24, 12)).astype(np.float32),
+        }
+        for _ in range(20)
+    ]
+    errors = {}
+    for outliers in (0, 4):
+        out = tmp_path / f"int8-{outliers}.onnx"
+        done = quantize_static_int8(tmp_path / "fp32.onnx", out, feeds[:10], outliers=outliers)
+        assert done["matmuls"] == 1 and done["outliers"] == outliers
+        int8 = onnx.load(out)
+        errors[outliers] = max(np.abs(_run(int8, f) - _run(model, f)).max() for f in feeds[10:])
+    assert errors[4] < errors[0] / 4, errors

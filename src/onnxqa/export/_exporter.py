@@ -506,6 +506,9 @@ def _quantize(
             "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha {SMOOTH_ALPHA})"
             if done["smoothed"]
             else "none",
+            "outlier_channels": f"{done['outliers']} input channels of each GELU-fed MatMul in fp32, beside int8"
+            if done["outliers"]
+            else "none",
             "kept_fp32": _kept_text(done["kept"]),
         }
     else:
@@ -551,6 +554,7 @@ def _kept_text(kept: dict[str, int]) -> str:
         "activations": "products of two activations",
         "family": "kept by the family",
         "given": "feed-forward output",
+        "outliers": "outlier-channel",
     }
     return ", ".join(f"{n} {what[k]} MatMul{'s' if n != 1 else ''}" for k, n in kept.items() if n) or "none"
 

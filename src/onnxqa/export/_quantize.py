@@ -2,7 +2,8 @@
 
 Static, the default, in five steps on the fused CPU graph:
 
-    SmoothQuant on the feed-forward output MatMuls (GELU outliers moved into the weights; alpha 0.8)
+    SmoothQuant on the feed-forward output MatMuls (GELU outliers moved into the weights; alpha 0.8),
+    their 4 widest input channels taken out into a small fp32 product added beside the int8 one
     -> attention -> QAttention (int8 weights per column; input scale calibrated, a constant)
     -> every encoder MatMul -> QuantizeLinear / DequantizeLinear around it (QDQ; int8 weights per
        column, uint8 activations per tensor with calibrated ranges), which onnxruntime runs as
@@ -30,7 +31,14 @@ import numpy as np
 
 from ._io import data_file, is_large, save_onnx, session_source
 
-__all__ = ["CALIBRATIONS", "SMOOTH_ALPHA", "gelu_fed_matmuls", "quantize_dynamic_int8", "quantize_static_int8"]
+__all__ = [
+    "CALIBRATIONS",
+    "OUTLIER_CHANNELS",
+    "SMOOTH_ALPHA",
+    "gelu_fed_matmuls",
+    "quantize_dynamic_int8",
+    "quantize_static_int8",
+]
 
 # how activation ranges are calibrated: min and max over the calibration windows. onnxruntime's
 # histogram methods (percentile, entropy) stack every window's tensors into one array and so fail on
@@ -39,6 +47,11 @@ CALIBRATIONS = ("minmax",)
 # SmoothQuant's migration strength, chosen on the reference model (BENCHMARKS.md): 0.5 and 0.8 are
 # equal with calibration on SQuAD training questions, 0.8 also holds with the generated pairs
 SMOOTH_ALPHA = 0.8
+# channels of each GELU-fed MatMul's input computed in fp32 beside its int8 product: those of the
+# largest max|x| * max|w| over the calibration windows. One such channel in the reference model's
+# first layer reaches 25 (the others below 6) against weight rows up to 7.9; left in, it sets the
+# int8 steps of the whole product and moved every no-answer score up (docs/design/int8.md)
+OUTLIER_CHANNELS = 4
 _QA_HEAD = "qa_outputs"
 
 
@@ -98,12 +111,14 @@ def kept_matmuls(graph: Any, fragments: Sequence[str] = ()) -> dict[str, list[st
     input); and those whose names contain one of ``fragments`` (a family's own choice)."""
     constants = {i.name for i in graph.initializer}
     constants |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    kept: dict[str, list[str]] = {"head": [], "activations": [], "family": []}
+    kept: dict[str, list[str]] = {"head": [], "activations": [], "family": [], "outliers": []}
     for n in graph.node:
         if n.op_type != "MatMul":
             continue
         if _QA_HEAD in n.name:
             kept["head"].append(n.name)
+        elif n.name.endswith(OUTLIER_SUFFIX):
+            kept["outliers"].append(n.name)
         elif n.input[1] not in constants:
             kept["activations"].append(n.name)
         elif any(f in n.name for f in fragments):
@@ -193,11 +208,13 @@ def _channel_absmax(model: Any, tensors: list[str], feeds: Any) -> dict[str, np.
     return absmax
 
 
-def _smooth_gelu_inputs(model: Any, feeds: Any, alpha: float) -> int:
+def _smooth_gelu_inputs(model: Any, feeds: Any, alpha: float, outliers: int = 0) -> int:
     """SmoothQuant on the MatMuls fed by GELU: divide the GELU output by s per channel (a Mul) and
     multiply the weight's rows by s, s = max|x|^alpha / max|w|^(1 - alpha), so that the widest
     activation channels (outliers) move into the per-channel weights. Same function, flatter
-    activations for the per-tensor activation scale. The number of MatMuls smoothed."""
+    activations for the per-tensor activation scale. ``outliers``: that many channels per MatMul,
+    those of the largest max|x| * max|w|, leave the int8 product (zero in its input and weight) for
+    an fp32 product of their own, added to it. The number of MatMuls smoothed."""
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -214,15 +231,56 @@ def _smooth_gelu_inputs(model: Any, feeds: Any, alpha: float) -> int:
             x_max = np.maximum(absmax[node.input[0]], 1e-5)
             w_max = np.maximum(np.abs(w).max(axis=1), 1e-5)
             s = np.clip(x_max**alpha / w_max ** (1 - alpha), 1e-5, None).astype(np.float32)
-            weights[node.input[1]].CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), node.input[1]))
+            inverse = (1.0 / s).astype(np.float32)
+            smoothed_w = (w * s[:, None]).astype(np.float32)
+            after: list[Any] = []
+            if outliers:
+                picked = np.sort(np.argsort(-(x_max * w_max))[:outliers])
+                after = _outlier_product(g, node, w, picked)
+                inverse[picked] = 0.0
+                smoothed_w[picked] = 0.0
+            weights[node.input[1]].CopyFrom(numpy_helper.from_array(smoothed_w, node.input[1]))
             inv, smoothed = f"{node.name}_smooth_inv_scale", f"{node.input[0]}_smoothed_{len(nodes)}"
-            g.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv))
+            g.initializer.append(numpy_helper.from_array(inverse, inv))
             nodes.append(helper.make_node("Mul", [node.input[0], inv], [smoothed], name=f"{node.name}_smooth"))
             node.input[0] = smoothed
+            nodes.extend([node, *after])
+            continue
         nodes.append(node)
     del g.node[:]
     g.node.extend(nodes)
     return len(targets)
+
+
+OUTLIER_SUFFIX = "_outlier_channels"
+
+
+def _outlier_product(g: Any, node: Any, w: np.ndarray, picked: np.ndarray) -> list[Any]:
+    """fp32 ``O = x[..., picked] @ w[picked]``, the nodes computing it, to go right after ``node``.
+    Where ``node``'s product ``P`` is read by one ``Add(P, R)`` (a residual), ``O`` joins ``R``
+    first -- ``P + (R + O)`` -- so that the bias ``Add`` after it can still fold into the int8
+    product; else ``node`` writes ``P - O`` under another name and an ``Add`` restores ``P``."""
+    from onnx import helper, numpy_helper
+
+    name = f"{node.name}{OUTLIER_SUFFIX}"
+    g.initializer.append(numpy_helper.from_array(picked.astype(np.int64), f"{name}_index"))
+    g.initializer.append(numpy_helper.from_array(w[picked].astype(np.float32), f"{name}_weight"))
+    constants = {i.name for i in g.initializer}
+    product, part = node.output[0], f"{name}_y"
+    nodes = [
+        helper.make_node("Gather", [node.input[0], f"{name}_index"], [f"{name}_x"], name=f"{name}_gather", axis=-1),
+        helper.make_node("MatMul", [f"{name}_x", f"{name}_weight"], [part], name=name),
+    ]
+    readers = [n for n in g.node if product in n.input]
+    if len(readers) == 1 and readers[0].op_type == "Add" and len(set(readers[0].input)) == 2:
+        add = readers[0]
+        slot = 1 - list(add.input).index(product)
+        if add.input[slot] not in constants and add.input[slot] not in {o.name for o in g.output}:
+            nodes.append(helper.make_node("Add", [add.input[slot], part], [f"{name}_residual"], name=f"{name}_add"))
+            add.input[slot] = f"{name}_residual"
+            return nodes
+    node.output[0] = f"{product}_int8_part"
+    return [*nodes, helper.make_node("Add", [node.output[0], part], [product], name=f"{name}_add")]
 
 
 def quantize_static_int8(
@@ -235,10 +293,12 @@ def quantize_static_int8(
     reduce_range: bool = False,
     keep_fp32: Sequence[str] = (),
     keep_fragments: Sequence[str] = (),
+    outliers: int = OUTLIER_CHANNELS,
 ) -> dict[str, Any]:
     """Static int8 of the optimized fp32 graph at ``fp32``, activation ranges calibrated on ``feeds``
     (batch-of-one model inputs), the GELU-fed MatMuls smoothed with ``smooth_alpha`` (None: not
-    smoothed). ``reduce_range``: 7-bit weights (for measurements); ``keep_fp32``: names of further
+    smoothed) and ``outliers`` channels of each taken out of the int8 product into an fp32 one
+    (0: none). ``reduce_range``: 7-bit weights (for measurements); ``keep_fp32``: names of further
     MatMuls to leave in fp32 (a ``ValueError`` if the graph has no such MatMul); ``keep_fragments``:
     the family's (see :func:`kept_matmuls`). Returns the counts of what was quantized, smoothed and
     kept in fp32."""
@@ -253,7 +313,9 @@ def quantize_static_int8(
         model = onnx.load(fp32)
         large = is_large(model)  # over 2 GB: every intermediate graph with external data
         names = _input_names(model)
-        smoothed = 0 if smooth_alpha is None else _smooth_gelu_inputs(model, _Feeds(feeds, names), smooth_alpha)
+        smoothed = (
+            0 if smooth_alpha is None else _smooth_gelu_inputs(model, _Feeds(feeds, names), smooth_alpha, outliers)
+        )
         save_onnx(_typed(model), work / "typed.onnx")
         del model
         ranges = _attention_ranges(work / "typed.onnx", _Feeds(feeds, names), large)
@@ -274,7 +336,7 @@ def quantize_static_int8(
         if missing:
             raise ValueError(f"keep_fp32 names MatMuls this graph does not have: {', '.join(sorted(missing))}")
         kept["given"] = [name for name in keep_fp32 if not any(name in names for names in kept.values())]
-        head = kept["head"] + kept["activations"] + kept["family"] + kept["given"]
+        head = [name for names in kept.values() for name in names]
         quantize_static(
             work / "attention.onnx",
             work / "static.onnx",
@@ -301,6 +363,7 @@ def quantize_static_int8(
         "kept_fp32": len(head),
         "kept": {k: len(v) for k, v in kept.items()},
         "smoothed": smoothed,
+        "outliers": outliers if smoothed and outliers else 0,
     }
 
 
