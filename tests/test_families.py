@@ -72,8 +72,7 @@ def test_int8_is_validated_and_keeps_activation_products_in_fp32(name, store):
         assert "products of two activations" in kept and "Attention" not in fused
     else:  # BERT's graph: BERT's fusions
         assert fused.get("Attention") == 2 and manifest["graph_passes"]["unfuse_skip_layer_norm"] == 4, fused
-        layers = manifest["architecture"]["num_layers"]  # and each feed-forward output's outlier channels
-        assert kept == f"1 QA output head MatMul, {layers} outlier-channel MatMuls"
+        assert kept == "1 QA output head MatMul"
 
 
 @pytest.mark.parametrize("name", ["deberta-v3", "xlm-roberta"])

@@ -506,9 +506,7 @@ def _quantize(
             "smoothed": f"{done['smoothed']} GELU-fed MatMuls (SmoothQuant, alpha {SMOOTH_ALPHA})"
             if done["smoothed"]
             else "none",
-            "outlier_channels": f"{done['outliers']} input channels of each GELU-fed MatMul in fp32, beside int8"
-            if done["outliers"]
-            else "none",
+            "outlier_channels": _outlier_text(done["outliers"]),
             "kept_fp32": _kept_text(done["kept"]),
         }
     else:
@@ -546,6 +544,13 @@ def _openvino_int8(
         raw_model, model_inputs(windower, pairs, uses_types), work, record, progress=config.progress
     )
     _write_manifest(work, manifest)
+
+
+def _outlier_text(outliers: dict[str, int]) -> str:
+    channels, matmuls = outliers["channels"], outliers["matmuls"]
+    if not channels:
+        return "none"
+    return f"{channels} input channel{'s' if channels != 1 else ''} of {matmuls} GELU-fed MatMuls in fp32, beside int8"
 
 
 def _kept_text(kept: dict[str, int]) -> str:

@@ -3,7 +3,7 @@
 Static, the default, in five steps on the fused CPU graph:
 
     SmoothQuant on the feed-forward output MatMuls (GELU outliers moved into the weights; alpha 0.8),
-    their 4 widest input channels taken out into a small fp32 product added beside the int8 one
+    their outlier input channels (if any) taken out into a small fp32 product beside the int8 one
     -> attention -> QAttention (int8 weights per column; input scale calibrated, a constant)
     -> every encoder MatMul -> QuantizeLinear / DequantizeLinear around it (QDQ; int8 weights per
        column, uint8 activations per tensor with calibrated ranges), which onnxruntime runs as
@@ -34,6 +34,7 @@ from ._io import data_file, is_large, save_onnx, session_source
 __all__ = [
     "CALIBRATIONS",
     "OUTLIER_CHANNELS",
+    "OUTLIER_RATIO",
     "SMOOTH_ALPHA",
     "gelu_fed_matmuls",
     "quantize_dynamic_int8",
@@ -47,10 +48,13 @@ CALIBRATIONS = ("minmax",)
 # SmoothQuant's migration strength, chosen on the reference model (BENCHMARKS.md): 0.5 and 0.8 are
 # equal with calibration on SQuAD training questions, 0.8 also holds with the generated pairs
 SMOOTH_ALPHA = 0.8
-# channels of each GELU-fed MatMul's input computed in fp32 beside its int8 product: those of the
-# largest max|x| * max|w| over the calibration windows. One such channel in the reference model's
-# first layer reaches 25 (the others below 6) against weight rows up to 7.9; left in, it sets the
-# int8 steps of the whole product and moved every no-answer score up (docs/design/int8.md)
+# outlier channels: the input channels of a GELU-fed MatMul whose max|x| * max|w| over the
+# calibration windows exceeds OUTLIER_RATIO times the median channel's (at most OUTLIER_CHANNELS of
+# them) are computed in fp32 beside its int8 product. In the reference model's first four layers
+# one or two channels stand 200-1100x above the median (the rest under 15x; in models with random
+# weights, under 4x); left in, the first layer's moved every no-answer score up
+# (docs/design/int8.md, "Outlier channels apart")
+OUTLIER_RATIO = 50.0
 OUTLIER_CHANNELS = 4
 _QA_HEAD = "qa_outputs"
 
@@ -208,13 +212,24 @@ def _channel_absmax(model: Any, tensors: list[str], feeds: Any) -> dict[str, np.
     return absmax
 
 
-def _smooth_gelu_inputs(model: Any, feeds: Any, alpha: float, outliers: int = 0) -> int:
+def outlier_channels(x_max: np.ndarray, w_max: np.ndarray, most: int, ratio: float = OUTLIER_RATIO) -> np.ndarray:
+    """The channels (ascending) whose ``x_max * w_max`` exceeds ``ratio`` times the median
+    channel's, the ``most`` largest of them."""
+    score = x_max * w_max
+    above = np.flatnonzero(score > ratio * np.median(score))
+    return np.sort(above[np.argsort(-score[above])][:most])
+
+
+def _smooth_gelu_inputs(
+    model: Any, feeds: Any, alpha: float, outliers: int = 0, ratio: float = OUTLIER_RATIO
+) -> tuple[int, int]:
     """SmoothQuant on the MatMuls fed by GELU: divide the GELU output by s per channel (a Mul) and
     multiply the weight's rows by s, s = max|x|^alpha / max|w|^(1 - alpha), so that the widest
     activation channels (outliers) move into the per-channel weights. Same function, flatter
-    activations for the per-tensor activation scale. ``outliers``: that many channels per MatMul,
-    those of the largest max|x| * max|w|, leave the int8 product (zero in its input and weight) for
-    an fp32 product of their own, added to it. The number of MatMuls smoothed."""
+    activations for the per-tensor activation scale. ``outliers``: up to that many channels per
+    MatMul, those of :func:`outlier_channels`, leave the int8 product (zero in its input and weight)
+    for an fp32 product of their own, added to it. The number of MatMuls smoothed, and of channels
+    taken out."""
     from onnx import helper, numpy_helper
 
     g = model.graph
@@ -222,8 +237,9 @@ def _smooth_gelu_inputs(model: Any, feeds: Any, alpha: float, outliers: int = 0)
     weights = {i.name: i for i in g.initializer}
     targets = [n for n in g.node if n.op_type == "MatMul" and n.input[0] in gelu and n.input[1] in weights]
     if not targets:
-        return 0
+        return 0, 0
     absmax = _channel_absmax(model, sorted({n.input[0] for n in targets}), feeds)
+    taken = 0
     nodes: list[Any] = []
     for node in g.node:
         if node in targets:
@@ -234,8 +250,9 @@ def _smooth_gelu_inputs(model: Any, feeds: Any, alpha: float, outliers: int = 0)
             inverse = (1.0 / s).astype(np.float32)
             smoothed_w = (w * s[:, None]).astype(np.float32)
             after: list[Any] = []
-            if outliers:
-                picked = np.sort(np.argsort(-(x_max * w_max))[:outliers])
+            picked = outlier_channels(x_max, w_max, outliers, ratio)
+            if len(picked):
+                taken += len(picked)
                 after = _outlier_product(g, node, w, picked)
                 inverse[picked] = 0.0
                 smoothed_w[picked] = 0.0
@@ -249,7 +266,7 @@ def _smooth_gelu_inputs(model: Any, feeds: Any, alpha: float, outliers: int = 0)
         nodes.append(node)
     del g.node[:]
     g.node.extend(nodes)
-    return len(targets)
+    return len(targets), taken
 
 
 OUTLIER_SUFFIX = "_outlier_channels"
@@ -294,14 +311,16 @@ def quantize_static_int8(
     keep_fp32: Sequence[str] = (),
     keep_fragments: Sequence[str] = (),
     outliers: int = OUTLIER_CHANNELS,
+    outlier_ratio: float = OUTLIER_RATIO,
 ) -> dict[str, Any]:
     """Static int8 of the optimized fp32 graph at ``fp32``, activation ranges calibrated on ``feeds``
     (batch-of-one model inputs), the GELU-fed MatMuls smoothed with ``smooth_alpha`` (None: not
-    smoothed) and ``outliers`` channels of each taken out of the int8 product into an fp32 one
-    (0: none). ``reduce_range``: 7-bit weights (for measurements); ``keep_fp32``: names of further
-    MatMuls to leave in fp32 (a ``ValueError`` if the graph has no such MatMul); ``keep_fragments``:
-    the family's (see :func:`kept_matmuls`). Returns the counts of what was quantized, smoothed and
-    kept in fp32."""
+    smoothed) and up to ``outliers`` outlier channels of each taken out of the int8 product into an
+    fp32 one (0: none; ``outlier_ratio`` 0: the largest whether they stand out or not; see
+    :func:`outlier_channels`). ``reduce_range``: 7-bit weights (for
+    measurements); ``keep_fp32``: names of further MatMuls to leave in fp32 (a ``ValueError`` if
+    the graph has no such MatMul); ``keep_fragments``: the family's (see :func:`kept_matmuls`).
+    Returns the counts of what was quantized, smoothed, taken apart and kept in fp32."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -313,8 +332,10 @@ def quantize_static_int8(
         model = onnx.load(fp32)
         large = is_large(model)  # over 2 GB: every intermediate graph with external data
         names = _input_names(model)
-        smoothed = (
-            0 if smooth_alpha is None else _smooth_gelu_inputs(model, _Feeds(feeds, names), smooth_alpha, outliers)
+        smoothed, outlier_count = (
+            (0, 0)
+            if smooth_alpha is None
+            else _smooth_gelu_inputs(model, _Feeds(feeds, names), smooth_alpha, outliers, outlier_ratio)
         )
         save_onnx(_typed(model), work / "typed.onnx")
         del model
@@ -363,7 +384,7 @@ def quantize_static_int8(
         "kept_fp32": len(head),
         "kept": {k: len(v) for k, v in kept.items()},
         "smoothed": smoothed,
-        "outliers": outliers if smoothed and outliers else 0,
+        "outliers": {"channels": outlier_count, "matmuls": len(kept["outliers"])},
     }
 
 
