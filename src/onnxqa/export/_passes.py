@@ -101,15 +101,22 @@ def fold_constant_subgraphs(model: Any) -> int:
     return len(folded)
 
 
+def _subgraphs(node: Any) -> list[Any]:
+    """The graphs a node holds as attributes (an If's branches, a Loop's body)."""
+    return [sub for a in node.attribute for sub in ([a.g, *a.graphs] if a.HasField("g") else a.graphs)]
+
+
+def _read_inside(node: Any) -> set[str]:
+    """The tensor names ``node``'s subgraphs read or return (they read the outer graph's by name)."""
+    return {name for sub in _subgraphs(node) for name in _read(sub.node) | {o.name for o in sub.output}}
+
+
 def _read(nodes: Any) -> set[str]:
-    """Every tensor name the nodes read, also from inside their subgraphs (If / Loop bodies read
-    the outer graph's tensors by name)."""
+    """Every tensor name the nodes read, also from inside their subgraphs."""
     names: set[str] = set()
     for n in nodes:
         names.update(n.input)
-        for attribute in n.attribute:
-            for sub in [attribute.g, *attribute.graphs] if attribute.HasField("g") else attribute.graphs:
-                names |= _read(sub.node) | {o.name for o in sub.output}
+        names |= _read_inside(n)
     return names
 
 
@@ -346,9 +353,7 @@ def fold_bias_into_int8_matmul(model: Any) -> int:
     readers = Counter(i for n in graph.node for i in n.input)
     readers.update(o.name for o in graph.output)
     for node in graph.node:  # an If / Loop body reads the outer graph's tensors by name
-        for attribute in node.attribute:
-            for sub in [attribute.g, *attribute.graphs] if attribute.HasField("g") else attribute.graphs:
-                readers.update(_read(sub.node) | {o.name for o in sub.output})
+        readers.update(_read_inside(node))
 
     replaced: dict[int, Any] = {}
     gone: set[int] = set()
