@@ -113,9 +113,9 @@ def _kernels(path: Path, feeds: list[dict[str, np.ndarray]], disabled: list[str]
     return {**ms, "total": round(sum(by_op.values()) / 1000 / len(feeds), 2)}
 
 
-def measure(model_dir: Path, questions: int, rounds: int) -> dict[str, Any]:
-    import onnx
-
+def int8_windows(model_dir: Path, questions: int) -> tuple[dict[str, Any], list[str], list[dict[str, np.ndarray]]]:
+    """``model_dir``'s manifest, the optimizers its int8 sessions run without, and the model inputs
+    of the windows of the first ``questions`` SQuAD 2.0 dev questions, one window each."""
     from onnxqa.export._checks import model_inputs
     from onnxqa.runtime import Windower
 
@@ -123,6 +123,13 @@ def measure(model_dir: Path, questions: int, rounds: int) -> dict[str, Any]:
     disabled = manifest["variants"]["int8"].get("disabled_optimizers", [])
     windower = Windower((model_dir / "tokenizer.json").read_text(), manifest["tokenizer"]["cls_token_id"])
     feeds = model_inputs(windower, squad_pairs(questions), manifest["architecture"]["uses_token_type_ids"])
+    return manifest, disabled, feeds
+
+
+def measure(model_dir: Path, questions: int, rounds: int) -> dict[str, Any]:
+    import onnx
+
+    _, disabled, feeds = int8_windows(model_dir, questions)
     result: dict[str, Any] = {"model": str(model_dir), "windows": len(feeds)}
     with tempfile.TemporaryDirectory(prefix="onnxqa-rewrites-") as tmp:
         work = Path(tmp)
@@ -167,8 +174,11 @@ def measure(model_dir: Path, questions: int, rounds: int) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def over_model_dirs(description: str, measure: Any, stem: str) -> dict[str, Any]:
+    """The command line of a script that measures exported directories one by one (``MODEL_DIR ...
+    --questions N --rounds R``): ``measure(dir, questions, rounds)`` of each, logged, written to
+    ``benchmarks/results/<stem>-<machine>.json`` with the machine and date; returns that record."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dirs", nargs="+", type=Path)
     ap.add_argument("--questions", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
@@ -182,14 +192,19 @@ def main() -> None:
         out["models"].append(measure(model_dir, args.questions, args.rounds))
         log(json.dumps(out["models"][-1]))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"int8-rewrites-{machine_name(facts, 3)}.json"
+    path = RESULTS / f"{stem}-{machine_name(facts, 3)}.json"
     path.write_text(json.dumps(out, indent=2))
+    log(f"wrote {path}")
+    return out
+
+
+def main() -> None:
+    out = over_model_dirs(__doc__ or "", measure, "int8-rewrites")
     print("× the shipped graph: windows/s (wall time) · kernel time")
     print(f"| model | {' | '.join(REWRITES)} |\n|---|{'---:|' * len(REWRITES)}")
     for m in out["models"]:
         cells = [f"{m['x_shipped'][k]:.3f}× · {m['kernel_x_shipped'][k]:.3f}×" for k in REWRITES]
         print(f"| {m['model']} | " + " | ".join(cells) + " |")
-    log(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,9 @@ Writes benchmarks/results/outlier-channels-<machine>.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ import numpy as np
 
 import int8_rewrites
 import int8_variants
-from common import RESULTS, ROOT, cpu_session, log, machine_name, squad_pairs
+from common import ROOT, cpu_session
 
 
 def _rebuild(model_dir: Path, out: Path, outliers: int, ratio: float | None = None) -> None:
@@ -63,13 +61,7 @@ def _rebuild(model_dir: Path, out: Path, outliers: int, ratio: float | None = No
 
 
 def measure(model_dir: Path, questions: int, rounds: int) -> dict[str, Any]:
-    from onnxqa.export._checks import model_inputs
-    from onnxqa.runtime import Windower
-
-    manifest = json.loads((model_dir / "onnxqa.json").read_text())
-    disabled = manifest["variants"]["int8"].get("disabled_optimizers", [])
-    windower = Windower((model_dir / "tokenizer.json").read_text(), manifest["tokenizer"]["cls_token_id"])
-    feeds = model_inputs(windower, squad_pairs(questions), manifest["architecture"]["uses_token_type_ids"])
+    manifest, disabled, feeds = int8_rewrites.int8_windows(model_dir, questions)
     result: dict[str, Any] = {"model": str(model_dir), "windows": len(feeds)}
     with tempfile.TemporaryDirectory(prefix="onnxqa-outliers-") as tmp:
         work = Path(tmp)
@@ -119,22 +111,7 @@ def measure(model_dir: Path, questions: int, rounds: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model_dirs", nargs="+", type=Path)
-    ap.add_argument("--questions", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
-    from onnxqa.bench import machine_facts
-
-    facts = machine_facts()
-    out: dict[str, Any] = {"machine": facts, "date": time.strftime("%Y-%m-%d"), "models": []}
-    for model_dir in args.model_dirs:
-        log(f"{model_dir}")
-        out["models"].append(measure(model_dir, args.questions, args.rounds))
-        log(json.dumps(out["models"][-1]))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"outlier-channels-{machine_name(facts, 3)}.json"
-    path.write_text(json.dumps(out, indent=2))
+    out = int8_rewrites.over_model_dirs(__doc__ or "", measure, "outlier-channels")
     print(
         "| model | windows/s: shipped | 4 channels apart per MatMul | none | 4 apart × none, wall | kernel "
         "| largest / mean logit error vs fp32: 4 apart | none |"
@@ -147,7 +124,6 @@ def main() -> None:
             f"| {m['top4_x_none']:.3f}× | {m['kernel_top4_x_none']:.3f}× | {d['top4']} / {a['top4']} "
             f"| {d['none']} / {a['none']} |"
         )
-    log(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -166,7 +166,32 @@ def test_only_the_fastest_variant_is_timed_further(tiny, monkeypatch, wider, cho
     monkeypatch.setattr(tuning, "_time_settings", timed)
     monkeypatch.setattr(tuning, "_thread_counts", lambda: [1, 2])
     monkeypatch.setattr(tuning, "LEADERS", 1)
-    result = tune(tiny, seconds=1.0, write=False)
+    result = tune(tiny, seconds=30.0, write=False)  # the fake timings take no time: nothing is left out
     # each variant with every core; then the faster one (int8, also the default) at every size and thread count
     assert calls == [("fp32", 2, (1,)), ("int8", 2, (1,)), ("int8", 2, (1, 4, 16)), ("int8", 1, (1,))]
     assert result["chosen"] == {"precision": "int8", "threads": 2, "batch_size": chosen}
+
+
+def test_settings_that_would_end_past_the_limit_are_left_out(tiny, monkeypatch):
+    import onnxqa.tune as tuning
+
+    rates = {("fp32", 2, 1): 10.0, ("int8", 2, 1): 30.0, ("int8", 2, 4): 33.0, ("int8", 2, 16): 20.0}
+    now, calls = [0.0], []
+
+    def timed(model_dir, precision, threads, batch_sizes, pairs, seconds, progress):
+        calls.append((precision, threads, tuple(batch_sizes)))
+        now[0] += 10.0 * len(batch_sizes)  # a slow model: 10 s a setting, loading included
+        return [
+            dict(precision=precision, threads=threads, batch_size=b, questions_per_s=rates[precision, threads, b])
+            for b in batch_sizes
+        ]
+
+    monkeypatch.setattr(tuning, "_time_settings", timed)
+    monkeypatch.setattr(tuning, "_clock", lambda: now[0])
+    monkeypatch.setattr(tuning, "_thread_counts", lambda: [1, 2])
+    monkeypatch.setattr(tuning, "LEADERS", 1)
+    result = tune(tiny, seconds=30.0, write=False)  # the limit: 1.8 x 30 = 54 s
+    # at 20 s the leader's three sizes fit (about 30 s more); at 50 s its one-thread timing does not
+    assert calls == [("fp32", 2, (1,)), ("int8", 2, (1,)), ("int8", 2, (1, 4, 16))]
+    assert result["skipped"] == [{"precision": "int8", "threads": 1, "batch_sizes": [1]}]
+    assert result["seconds"] == 50.0 and result["chosen"] == {"precision": "int8", "threads": 2, "batch_size": 4}

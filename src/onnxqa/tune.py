@@ -32,6 +32,11 @@ __all__ = ["BATCH_SIZES", "LEADERS", "TUNING", "tune"]
 BATCH_SIZES = (1, 4, 16)
 LEADERS = 2  # variants timed at every windows per call and thread count after the first round
 MARGIN = 0.03  # a setting must beat the defaults by this much to be chosen over them
+# after each variant's first timing, a setting is left out if it would end later than this many
+# times ``seconds`` from the start (its duration estimated from that variant's first timing): on
+# a large model, loading and one pass over the pairs can each outgrow the share of ``seconds``
+LIMIT = 1.8
+_clock = time.perf_counter
 
 
 def _thread_counts() -> list[int]:
@@ -85,6 +90,55 @@ def _time_settings(
     return out
 
 
+def _search(
+    model_dir: Path,
+    precisions: list[str],
+    threads: list[int],
+    sizes: tuple[int, ...],
+    untuned: tuple[str, int, int],
+    pairs: list[tuple[str, str]],
+    seconds: float,
+    progress: Callable[[str], None] | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]], float, float]:
+    """tune's timings: (measured, the defaults' entry, the settings left out, seconds per setting,
+    seconds spent)."""
+    first = [(p, threads[-1]) for p in precisions]
+    leading = min(LEADERS, len(first))
+    # timings: each variant once, the leaders' at every size and thread count, the defaults' again
+    each = seconds / (len(first) + leading * (len(sizes) + len(threads) - 1) + 1)
+    start, took = _clock(), {}
+    measured = []
+    for p, n in first:
+        t0 = _clock()
+        measured += _time_settings(model_dir, p, n, sizes[:1], pairs, each, progress)
+        took[p] = _clock() - t0
+    default = next(m for m in measured if (m["precision"], m["threads"], m["batch_size"]) == untuned)
+    leaders = sorted(measured, key=lambda m: m["questions_per_s"], reverse=True)[:leading]
+    skipped: list[dict[str, Any]] = []
+
+    def timed(precision: str, n: int, batch_sizes: Sequence[int]) -> list[dict[str, Any]]:
+        """The setting's timings, or none if it would end past the limit (then listed as skipped)."""
+        rate = next(m["questions_per_s"] for m in measured if m["precision"] == precision)
+        one_more = max(each, len(pairs) / rate) * 1.2  # another size: at least one pass, and a warm-up
+        if _clock() - start + took[precision] + (len(batch_sizes) - 1) * one_more > LIMIT * seconds:
+            skipped.append({"precision": precision, "threads": n, "batch_sizes": list(batch_sizes)})
+            if progress:
+                progress(f"{precision:>13}, {n} thread(s): left out, it would end past {LIMIT * seconds:.0f} s")
+            return []
+        return _time_settings(model_dir, precision, n, batch_sizes, pairs, each, progress)
+
+    # the defaults are timed twice as well, so that a leader is not favoured by its second chance
+    second = [*leaders, *([default] if default not in leaders else [])]
+    for m in second:
+        again = timed(m["precision"], m["threads"], sizes if m in leaders else sizes[:1])
+        m["questions_per_s"] = max([m["questions_per_s"], *(a["questions_per_s"] for a in again[:1])])
+        measured += again[1:]
+    for m in leaders:
+        for n in threads[:-1]:
+            measured += timed(m["precision"], n, sizes[:1])
+    return measured, default, skipped, each, _clock() - start
+
+
 def tune(
     model_dir: str | os.PathLike[str],
     *,
@@ -95,7 +149,8 @@ def tune(
 ) -> dict[str, Any]:
     """Measure each validated CPU variant of ``model_dir`` with every core, and the ``LEADERS``
     fastest of those at each of ``BATCH_SIZES`` windows per call and at each other thread count (1,
-    powers of two), in about ``seconds`` (loading the variants adds to it); return the
+    powers of two), in about ``seconds`` (loading the variants adds to it; after the first round a
+    setting that would end past ``LIMIT`` times ``seconds`` is left out and listed); return the
     measurements and the fastest configuration (the defaults unless another beats them by
     ``MARGIN``), and with ``write`` keep it in
     ``model_dir/onnxqa.tuning.json``. ``pairs``: the (question, context) pairs to time, such as a
@@ -127,25 +182,16 @@ def tune(
     # first each variant with every core at the untuned windows per call; then the LEADERS fastest
     # of those at every windows per call (that first rate timed again, the better kept) and at every
     # other thread count: what cannot win is timed once, and one slow moment of the host does not decide
-    first = [(p, threads[-1]) for p in precisions]
-    sizes = (batch, *(b for b in BATCH_SIZES if b != batch))
-    leading = min(LEADERS, len(first))
-    # timings: each variant once, the leaders' at every size and thread count, the defaults' again
-    each = seconds / (len(first) + leading * (len(sizes) + len(threads) - 1) + 1)
-    measured = [m for p, n in first for m in _time_settings(model_dir, p, n, sizes[:1], pairs, each, progress)]
-    default = next(m for m in measured if (m["precision"], m["threads"], m["batch_size"]) == untuned)
-    leaders = sorted(measured, key=lambda m: m["questions_per_s"], reverse=True)[:leading]
-    # the defaults are timed twice as well, so that a leader is not favoured by its second chance
-    second = [*leaders, *([default] if default not in leaders else [])]
-    for m in second:
-        again = _time_settings(
-            model_dir, m["precision"], m["threads"], sizes if m in leaders else sizes[:1], pairs, each, progress
-        )
-        m["questions_per_s"] = max(m["questions_per_s"], again[0]["questions_per_s"])
-        measured += again[1:]
-    for m in leaders:
-        for n in threads[:-1]:
-            measured += _time_settings(model_dir, m["precision"], n, sizes[:1], pairs, each, progress)
+    measured, default, skipped, each, elapsed = _search(
+        model_dir,
+        precisions,
+        threads,
+        (batch, *(b for b in BATCH_SIZES if b != batch)),
+        untuned,
+        pairs,
+        seconds,
+        progress,
+    )
     best = max(measured, key=lambda m: m["questions_per_s"])
     if best["questions_per_s"] < default["questions_per_s"] * (1 + MARGIN):
         best = default  # within the measurements' noise: keep the defaults
@@ -158,6 +204,8 @@ def tune(
         "measured": measured,
         "pairs": {"count": len(pairs), "source": source},
         "seconds_per_setting": each,
+        "skipped": skipped,
+        "seconds": round(elapsed, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if write:

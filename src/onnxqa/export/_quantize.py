@@ -300,6 +300,25 @@ def _outlier_product(g: Any, node: Any, w: np.ndarray, picked: np.ndarray) -> li
     return [*nodes, helper.make_node("Add", [node.output[0], part], [product], name=f"{name}_add")]
 
 
+def _quantized_attention(work: Path, ranges: dict[str, tuple], large: bool) -> tuple[Any, int]:
+    """``work/typed.onnx`` with each ``Attention`` as ``QAttention`` (int8 weights per column, the
+    input's calibrated ``ranges`` as constant scales): the model, and how many. ``large``: the
+    graph is over 2 GB."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        work / "typed.onnx",
+        work / "attention.onnx",
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Attention"],
+        use_external_data_format=large,
+    )
+    model = onnx.load(work / "attention.onnx")
+    return model, _static_attention(model, ranges)
+
+
 def quantize_static_int8(
     fp32: Path,
     out: Path,
@@ -322,7 +341,7 @@ def quantize_static_int8(
     the graph has no such MatMul); ``keep_fragments``: the family's (see :func:`kept_matmuls`).
     Returns the counts of what was quantized, smoothed, taken apart and kept in fp32."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
@@ -340,16 +359,7 @@ def quantize_static_int8(
         save_onnx(_typed(model), work / "typed.onnx")
         del model
         ranges = _attention_ranges(work / "typed.onnx", _Feeds(feeds, names), large)
-        quantize_dynamic(
-            work / "typed.onnx",
-            work / "attention.onnx",
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Attention"],
-            use_external_data_format=large,
-        )
-        model = onnx.load(work / "attention.onnx")
-        attention = _static_attention(model, ranges)
+        model, attention = _quantized_attention(work, ranges, large)
         large = is_large(model)
         save_onnx(_typed(model), work / "attention.onnx")
         kept = kept_matmuls(model.graph, keep_fragments)
