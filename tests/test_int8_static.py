@@ -190,9 +190,7 @@ def _gelu_product(residual: bool, rng) -> onnx.ModelProto:
 
 
 def _run(model, feed):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    return _run_all(model, feed)[0]
 
 
 @pytest.mark.parametrize("residual", [True, False])
@@ -259,3 +257,30 @@ def test_outlier_channels_are_those_far_above_the_rest():
     assert list(outlier_channels(x, w, 4)) == [7, 900, 2000]
     assert list(outlier_channels(x, w, 2)) == [7, 900]  # the largest products first
     assert len(outlier_channels(x, w, 0)) == 0
+
+
+def test_a_product_returned_as_well_keeps_its_value():
+    from onnx import TensorProto, helper
+
+    from onnxqa.export._quantize import _Feeds, _smooth_gelu_inputs
+
+    rng = np.random.default_rng(3)
+    model = _gelu_product(True, rng)
+    model.graph.output.append(helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, None, 12]))
+    feeds = [{"x": rng.standard_normal((1, 6, 16)).astype(np.float32)} for _ in range(3)]
+    for f in feeds:
+        f["r"] = rng.standard_normal((1, 6, 12)).astype(np.float32)
+    before = [_run_all(model, f) for f in feeds]
+    assert _smooth_gelu_inputs(model, _Feeds(feeds, {"x", "r"}), 0.8, outliers=2) == (1, 1)
+    adds = {n.name: list(n.input) for n in model.graph.node if n.op_type == "Add"}
+    # not joined to the residual: the returned product must still hold the outlier channel's share
+    assert adds["ffn_out_outlier_channels_add"] == ["p_int8_part", "ffn_out_outlier_channels_y"]
+    for f, outputs in zip(feeds, before):
+        for a, b in zip(_run_all(model, f), outputs):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _run_all(model, feed):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)

@@ -274,9 +274,10 @@ OUTLIER_SUFFIX = "_outlier_channels"
 
 def _outlier_product(g: Any, node: Any, w: np.ndarray, picked: np.ndarray) -> list[Any]:
     """fp32 ``O = x[..., picked] @ w[picked]``, the nodes computing it, to go right after ``node``.
-    Where ``node``'s product ``P`` is read by one ``Add(P, R)`` (a residual), ``O`` joins ``R``
-    first -- ``P + (R + O)`` -- so that the bias ``Add`` after it can still fold into the int8
-    product; else ``node`` writes ``P - O`` under another name and an ``Add`` restores ``P``."""
+    Where ``node``'s product ``P`` is read by one ``Add(P, R)`` (a residual) and nothing else (no
+    graph output, no subgraph), ``O`` joins ``R`` first -- ``P + (R + O)`` -- so that the bias
+    ``Add`` after it can still fold into the int8 product; else ``node`` writes ``P - O`` under
+    another name and an ``Add`` restores ``P``."""
     from onnx import helper, numpy_helper
 
     name = f"{node.name}{OUTLIER_SUFFIX}"
@@ -288,11 +289,14 @@ def _outlier_product(g: Any, node: Any, w: np.ndarray, picked: np.ndarray) -> li
         helper.make_node("Gather", [node.input[0], f"{name}_index"], [f"{name}_x"], name=f"{name}_gather", axis=-1),
         helper.make_node("MatMul", [f"{name}_x", f"{name}_weight"], [part], name=name),
     ]
+    from ._passes import _read_inside
+
     readers = [n for n in g.node if product in n.input]
-    if len(readers) == 1 and readers[0].op_type == "Add" and len(set(readers[0].input)) == 2:
+    elsewhere = product in {o.name for o in g.output} or any(product in _read_inside(n) for n in g.node)
+    if len(readers) == 1 and readers[0].op_type == "Add" and len(set(readers[0].input)) == 2 and not elsewhere:
         add = readers[0]
         slot = 1 - list(add.input).index(product)
-        if add.input[slot] not in constants and add.input[slot] not in {o.name for o in g.output}:
+        if add.input[slot] not in constants:
             nodes.append(helper.make_node("Add", [add.input[slot], part], [f"{name}_residual"], name=f"{name}_add"))
             add.input[slot] = f"{name}_residual"
             return nodes
