@@ -173,6 +173,16 @@ def fake_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`fake_model` costing a few milliseconds per window, like a small real one on 2 cores: for
+    the serving tests that need requests still running a while after they were sent."""
+    from fake_model import make_fake_model
+
+    seed = shared_path("seeds", "bert-tiny-finetuned-squadv2")
+    return make_fake_model(seed, tmp_path_factory.mktemp("slow") / "model", layers=6, hidden=384)
+
+
+@pytest.fixture(scope="session")
 def fake_model_dynamic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """:func:`fake_model` with an int8 variant marked dynamic (not batch-invariant) beside fp32."""
     from fake_model import make_fake_model

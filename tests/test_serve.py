@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +17,7 @@ import pytest
 import onnxqa
 
 from conftest import ROOT
+from serving import free_port, server_env, start_server, wait_ready
 
 pytest.importorskip("fastapi")
 from fastapi import FastAPI  # noqa: E402
@@ -181,37 +180,18 @@ def test_mounted_in_another_app(qa):
         assert c.get("/qa/ready").status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _windows_waiting(base: str) -> float:
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("onnxqa_queue_windows"))
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-
-
-def test_sigterm_finishes_requests_in_flight_and_exits_0(tiny):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "onnxqa.cli", "serve", str(tiny), "--port", str(port), "--precision", "int8"],
-        env=_env(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+def test_sigterm_finishes_requests_in_flight_and_exits_0(slow_model):
+    """SIGTERM while the server still has hundreds of windows to run (read from /metrics, so the test
+    does not depend on how fast this CPU is): every request in flight is answered, then exit 0."""
+    proc, base = start_server(slow_model)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.1)
-        long_context = " ".join([CONTEXT] * 1500)  # hundreds of windows: a request that takes a while
+        wait_ready(proc, base)
+        long_context = " ".join([CONTEXT] * 3000)  # about 180 windows each
         done: list[tuple[int, float]] = []
 
         def ask() -> None:
@@ -221,7 +201,10 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(tiny):
         threads = [threading.Thread(target=ask) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while (waiting := _windows_waiting(base)) < 100:
+            assert time.monotonic() < deadline and len(done) < 3, f"never more than {waiting} windows waiting"
+            time.sleep(0.01)
         stopped_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         for t in threads:
@@ -239,8 +222,8 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(tiny):
 
 def test_serve_reports_load_errors_with_exit_2(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "onnxqa.cli", "serve", str(tmp_path), "--port", str(_free_port())],
-        env=_env(),
+        [sys.executable, "-m", "onnxqa.cli", "serve", str(tmp_path), "--port", str(free_port())],
+        env=server_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -254,7 +237,7 @@ def test_short_load_test_has_no_errors_and_identical_answers(tiny, tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "serve_load.py"), "--model-dir", str(tiny)]
     cmd += ["--runs", "tiny:fp32", "--clients", "1,8", "--requests", "50,300", "--seconds", "60"]
     cmd += ["--questions", "150", "--latency-calls", "20", "--output", str(out)]
-    run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cmd, env=server_env(), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     phases = result["runs"][0]["served"]["phases"]
@@ -290,6 +273,6 @@ def test_serve_memory_arena_flag_reaches_the_session(fake_model, monkeypatch, fl
         raise onnxqa.OnnxQAError("loaded; not serving in this test")
 
     monkeypatch.setattr(_app, "load", load_then_stop)
-    assert cli.main(["serve", str(fake_model), "--port", str(_free_port()), *flags]) == 2
+    assert cli.main(["serve", str(fake_model), "--port", str(free_port()), *flags]) == 2
     assert loaded[0]._engine.session.get_session_options().enable_cpu_mem_arena is arena
     loaded[0].close()

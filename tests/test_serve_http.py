@@ -17,8 +17,7 @@ import pytest
 
 import onnxqa
 
-from conftest import ROOT, shared_path
-from fake_model import make_fake_model
+from conftest import ROOT
 from serving import running_server, server_env, start_server, stop_server, wait_ready
 
 pytest.importorskip("fastapi")
@@ -30,13 +29,6 @@ CONTEXT = "The Harlow Bridge was designed by Margaret Ellison and opened to traf
 KEY = "test-key-0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def slow_model(tmp_path_factory):
-    """A fake model costing a few milliseconds per window, like a small real one on 2 cores."""
-    tokenizer = shared_path("seeds", "bert-tiny-finetuned-squadv2")
-    return make_fake_model(tokenizer, tmp_path_factory.mktemp("slow"), layers=6, hidden=384)
-
-
 def _dicts(answers):
     return [{"text": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers]
 
@@ -46,7 +38,7 @@ def test_large_requests_stall_nobody_and_stop_at_their_timeout(slow_model, tmp_p
     of small questions at once; then a client that leaves, and a body over the limit sent whole."""
     out = tmp_path / "large.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "serve_large.py"), "--model-dir", str(slow_model)]
-    cmd += ["--precision", "fp32", "--large-chars", "400000", "--timeout", "2", "--medium-chars", "40000"]
+    cmd += ["--precision", "fp32", "--large-chars", "1200000", "--timeout", "2", "--medium-chars", "40000"]
     cmd += ["--seconds", "5", "--questions", "80", "--idle-calls", "20", "--disconnect-chars", "400000"]
     cmd += ["--oversize-mb", "5", "--output", str(out)]
     run = subprocess.run(cmd, env=server_env(), capture_output=True, text=True, timeout=240)
@@ -54,7 +46,8 @@ def test_large_requests_stall_nobody_and_stop_at_their_timeout(slow_model, tmp_p
     result = json.loads(out.read_text())
     s = result["summary"]
     assert s["small_requests"] > 50 and s["small_failed"] == 0 and s["small_not_identical"] == 0, s
-    # each large request alone is seconds of work; a small one waits about one call of each, not that
+    # each large request alone is many seconds of work, on any CPU (a 400,000-character one ended within 2 s on a
+    # fast one); a small one waits about one call of each, not that
     assert s["small_latency_ms"]["p99"] < 500, s
     assert [status for status, _ in s["large"]] == [504, 504]
     assert all(2.0 <= seconds < 3.5 for _, seconds in s["large"]), s["large"]
