@@ -29,7 +29,7 @@ def test_every_engine_answers_each_question_in_turn_each_call_timed(paired, monk
 
         return SimpleNamespace(one=one)
 
-    engines = {"slow": engine("slow", 0.05), "fast": engine("fast", 0.002), "mid": engine("mid", 0.01)}
+    engines = {"slow": engine("slow", 0.2), "fast": engine("fast", 0.002), "mid": engine("mid", 0.01)}
     pairs = [(f"q{i}", "c") for i in range(8)]
     seconds = paired.timed_questions(engines, pairs)
     # every question by every engine before the next question, in an order drawn for each

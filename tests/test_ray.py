@@ -126,12 +126,13 @@ def served(local_ray, tiny):
     serve.run(app, name="onnxqa", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while True:
         try:
             if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
                 break
         except httpx.TransportError:
             pass
+        assert time.monotonic() < deadline, "the Serve deployment did not become ready in 60 s"
         time.sleep(0.2)
     yield url
     serve.shutdown()
@@ -201,6 +202,11 @@ def test_serve_keys_and_documents(served, qa, pairs):
     assert [a["score"] for a in r.json()["answers"]] == pytest.approx([a.score for a in expected], abs=1e-6)
 
 
+async def _windows_waiting(client) -> float:
+    metrics = (await client.get("/metrics")).text
+    return float(next(x for x in metrics.splitlines() if x.startswith("onnxqa_queue_windows ")).split()[-1])
+
+
 def test_a_large_request_does_not_stall_its_replica_and_stops_at_its_timeout(served, qa, pairs):
     """While one request's ~1 MB context runs in the replica, short requests are answered at once;
     at its timeout it gets 504 and its remaining windows are dropped. A short request stuck behind
@@ -211,11 +217,14 @@ def test_a_large_request_does_not_stall_its_replica_and_stops_at_its_timeout(ser
 
     async def scenario():
         async with httpx.AsyncClient(base_url=served, timeout=60, headers=AUTH) as client:
-            # windows overlapping by 340 of 384 tokens: ~3,000 of them, twice the windows that took
+            # windows overlapping by 360 of 384 tokens: ~6,000 of them, four times the windows that took
             # several seconds on the fastest CPU here, so it is still running at its timeout
-            body = {"question": "Who?", "context": large, "doc_stride": 340, "timeout": 4.5}
+            body = {"question": "Who?", "context": large, "doc_stride": 360, "timeout": 4.5}
             big = asyncio.ensure_future(client.post("/v1/answer", json=body))
-            await asyncio.sleep(1.5)  # tokenized by now, its windows running
+            deadline = time.monotonic() + 4
+            while await _windows_waiting(client) < 1000:  # tokenized, its windows queued and running
+                assert time.monotonic() < deadline and not big.done(), "the large request never queued"
+                await asyncio.sleep(0.05)
             assert not big.done(), "the large request must still be running while the short ones are sent"
             small = []
             for question, context in pairs[:10]:
@@ -250,12 +259,14 @@ def test_serve_ray_cli_stops_cleanly_on_sigterm(tiny, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.5)
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "`serve --ray` did not become ready"
+            time.sleep(0.5)
         qa = onnxqa.load(tiny, device="cpu", precision="int8")
         question, context = "Who designed it?", "The bridge was designed by Margaret Ellison in 1931."
         r = httpx.post(f"http://127.0.0.1:{port}/v1/answer", json={"question": question, "context": context})

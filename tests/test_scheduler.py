@@ -344,15 +344,30 @@ def test_dynamic_int8_requests_run_alone_in_the_calls_they_get_alone(fake_model_
         assert calls and {r for r, _ in calls} == {1} and max(w for _, w in calls) <= 2
 
 
+class _HeldAfterFirst:
+    """Wraps a loaded model's engine: every inference call after the first waits for ``release``."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.release, self.calls = engine, threading.Event(), 0
+
+    def run(self, *args):
+        self.calls += 1
+        if self.calls > 1:
+            assert self.release.wait(10)
+        return self.engine.run(*args)
+
+
 def test_a_timed_out_request_stops_and_frees_the_model(fake_model, pairs):
     long_context = " ".join([pairs[-1][1]] * 20)
     with onnxqa.load(fake_model, batching=onnxqa.BatchSettings(max_windows=1)) as qa:
         windows_run: list[int] = []
         qa.add_batch_listener(lambda requests, windows, seconds: windows_run.append(windows))
+        held = qa._engine = _HeldAfterFirst(qa._engine)  # still running at its timeout, on any CPU
 
         async def scenario():
             with pytest.raises(onnxqa.RequestTimeoutError):
                 await qa.answer_async("Who?", long_context, timeout=0.05)
+            held.release.set()
             ran = sum(windows_run)
             await asyncio.sleep(0.2)
             return ran, sum(windows_run)

@@ -17,7 +17,7 @@ import pytest
 
 import onnxqa
 
-from conftest import ROOT
+from conftest import ROOT, shared_path
 from serving import running_server, server_env, start_server, stop_server, wait_ready
 
 pytest.importorskip("fastapi")
@@ -33,24 +33,36 @@ def _dicts(answers):
     return [{"text": a.text, "score": a.score, "start": a.start, "end": a.end} for a in answers]
 
 
-def test_large_requests_stall_nobody_and_stop_at_their_timeout(slow_model, tmp_path):
+@pytest.fixture(scope="module")
+def heavy_model(tmp_path_factory):
+    """A fake model about three times :func:`slow_model`'s cost per window (12 layers, 512 wide)."""
+    from fake_model import make_fake_model
+
+    seed = shared_path("seeds", "bert-tiny-finetuned-squadv2")
+    return make_fake_model(seed, tmp_path_factory.mktemp("heavy") / "model", layers=12, hidden=512)
+
+
+def test_large_requests_stall_nobody_and_stop_at_their_timeout(heavy_model, tmp_path):
     """benchmarks/serve_large.py, small: two large requests with a timeout, a medium one and a client
     of small questions at once; then a client that leaves, and a body over the limit sent whole."""
     out = tmp_path / "large.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "serve_large.py"), "--model-dir", str(slow_model)]
-    cmd += ["--precision", "fp32", "--large-chars", "1200000", "--timeout", "2", "--medium-chars", "40000"]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "serve_large.py"), "--model-dir", str(heavy_model)]
+    cmd += ["--precision", "fp32", "--large-chars", "400000", "--timeout", "2", "--medium-chars", "40000"]
     cmd += ["--seconds", "5", "--questions", "80", "--idle-calls", "20", "--disconnect-chars", "400000"]
     cmd += ["--oversize-mb", "5", "--output", str(out)]
     run = subprocess.run(cmd, env=server_env(), capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     s = result["summary"]
-    assert s["small_requests"] > 50 and s["small_failed"] == 0 and s["small_not_identical"] == 0, s
-    # each large request alone is many seconds of work, on any CPU (a 400,000-character one ended within 2 s on a
-    # fast one); a small one waits about one call of each, not that
-    assert s["small_latency_ms"]["p99"] < 500, s
+    # small questions keep flowing: over 5 s, at least a quarter of what this CPU answers idle
+    assert s["small_requests"] > max(10, 0.25 * 5 / (s["idle_p50_ms"] / 1000)), s
+    assert s["small_failed"] == 0 and s["small_not_identical"] == 0, s
+    # each large request alone is many seconds of work, on any CPU (with a model a third of this one's cost, one
+    # ended within 2 s on a fast CPU); a small one waits about one call of each, not that: its p99 stays within
+    # the benchmark's bound, scaled by this CPU's idle p50
+    assert s["small_p99_within_bound"], s
     assert [status for status, _ in s["large"]] == [504, 504]
-    assert all(2.0 <= seconds < 3.5 for _, seconds in s["large"]), s["large"]
+    assert all(2.0 <= seconds < 4.0 for _, seconds in s["large"]), s["large"]
     assert s["medium"] == {**s["medium"], "status": 200, "identical": True}
     assert s["idle_cpu_per_s_1s_after_timeouts"] <= 0.2, s
     gone = result["disconnect"]
@@ -302,11 +314,19 @@ def test_binding_beyond_loopback_without_keys_warns(fake_model, monkeypatch):
 # ---------------------------------------------------------------- worker processes
 
 
+def _worker_pids(metrics: str) -> set[str]:
+    return {x.split('pid="')[1].split('"')[0] for x in metrics.splitlines() if x.startswith("onnxqa_model_info{")}
+
+
 def test_workers_answer_alike_sum_their_metrics_and_stop_on_sigterm(fake_model, squad_v2):
     pairs = [(q["question"], q["context"]) for q in squad_v2[:40]]
     proc, base = start_server(fake_model, ["--workers", "2", "--threads", "1"])
     try:
         wait_ready(proc, base)
+        deadline = time.monotonic() + 60
+        while len(_worker_pids(httpx.get(f"{base}/metrics").text)) < 2:  # /ready answers once one is up
+            assert time.monotonic() < deadline, "the second worker did not start"
+            time.sleep(0.1)
 
         async def ask_all():
             async with httpx.AsyncClient(base_url=base, timeout=60) as c:
@@ -323,10 +343,7 @@ def test_workers_answer_alike_sum_their_metrics_and_stop_on_sigterm(fake_model, 
             x for x in metrics.splitlines() if x.startswith('onnxqa_requests_total{code="200",endpoint="/v1/answer"}')
         )
         assert float(line.split()[-1]) == len(pairs)  # summed over the workers, whichever answered
-        workers = {
-            x.split('pid="')[1].split('"')[0] for x in metrics.splitlines() if x.startswith("onnxqa_model_info{")
-        }
-        assert len(workers) == 2, metrics
+        assert len(_worker_pids(metrics)) == 2, metrics
     finally:
         code = stop_server(proc)
     assert code == 0
