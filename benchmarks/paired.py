@@ -13,10 +13,13 @@ next one starts. Each question's timings then come from the same second of the h
 
 Per engine: questions/s over the whole set, one question per call (the pipelines' default, and
 onnxqa's on CPU: one window per call). Per engine against each reference engine (the pipeline,
-optimum's int8): the ratio of their total times (= the ratio of questions/s) with a 95% interval
-from resampling blocks of consecutive questions (a block bootstrap: the host's drift is correlated
-in time), and the median per-question ratio. Engines, models and
-the work directory are compare.py's (``--work`` reuses its checkpoints and exports).
+optimum's int8, OpenVINO's compiled model alone): the ratio of their total times (= the ratio of
+questions/s) with a 95% interval from resampling blocks of consecutive questions (a block
+bootstrap: the host's drift is correlated in time), and the median per-question ratio. A
+model-alone engine (``openvino-int8-alone`` ...) runs its compiled model on onnxqa's windows of the
+question, tokenized in the untimed pass, and decodes nothing: its "questions/s" is the model's
+alone on the same windows, the yardstick for onnxqa end to end. Engines, models and the work
+directory are compare.py's (``--work`` reuses its checkpoints and exports).
 Writes benchmarks/results/<name>.json and, with ``--section``, a table into ``--markdown``.
 """
 
@@ -38,10 +41,11 @@ import numpy as np
 from common import RESULTS, SEEDS, SHARED, log, machine_name, markers, squad_pairs, write_section
 from compare import ENGINES, FAMILY_MODELS, MODEL_ALONE, build_engines, model_checkpoint
 
-REFERENCES = ("pipeline-fp32", "optimum-int8")
+REFERENCES = ("pipeline-fp32", "optimum-int8", *MODEL_ALONE)
 PAUSE_S = 0.05  # between calls: longer than an idle thread pool spins (onnxruntime's, GNU OpenMP's in torch)
 RESAMPLES = 2000
 BLOCK = 10  # questions per resampled block
+TITLES = {"pipeline-fp32": "pipeline", "optimum-int8": "optimum int8"}
 
 
 def timed_questions(engines: dict[str, Any], pairs: list[tuple[str, str]]) -> dict[str, list[float]]:
@@ -118,6 +122,8 @@ def measure(model: str, wanted: tuple[str, ...], pairs: list[tuple[str, str]], w
 
 def report(result: dict[str, Any], json_path: Path) -> str:
     m = result["machine"]
+    present = {name for row in result["models"].values() for name in row["engines"]}
+    refs = [r for r in REFERENCES if r in present]
     flags = ", ".join(f"{k} {'yes' if m.get(k) else 'no'}" for k in ("avx512_vnni", "amx_int8"))
     lines = [
         f"Measured by `python benchmarks/paired.py` on {result['date']}: {m['cpu']}, {m['logical_cores']} cores "
@@ -127,13 +133,13 @@ def report(result: dict[str, Any], json_path: Path) -> str:
         "per call; × = total-time ratio with its 95% interval (bootstrap over blocks of "
         f"{BLOCK} consecutive questions) and, in brackets, the median per-question ratio.",
         "",
-        "| model | engine | questions/s | × pipeline | × optimum int8 |",
-        "|---|---|---:|---:|---:|",
+        "| model | engine | questions/s | " + " | ".join(f"× {TITLES.get(r, r)}" for r in refs) + " |",
+        "|---|---|---:|" + "---:|" * len(refs),
     ]
     for model, row in result["models"].items():
         for name, e in row["engines"].items():
             cells = []
-            for ref in REFERENCES:
+            for ref in refs:
                 r = e["vs"].get(ref)
                 cells.append(
                     "1.00"
@@ -142,7 +148,7 @@ def report(result: dict[str, Any], json_path: Path) -> str:
                     if r
                     else "–"
                 )
-            lines.append(f"| {model} | {name} | {e['questions_per_s']:.2f} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {model} | {name} | {e['questions_per_s']:.2f} | " + " | ".join(cells) + " |")
     tuned = [f"{model}: {row['tuned']}" for model, row in result["models"].items() if row.get("tuned")]
     if tuned:
         lines += ["", "`onnxqa tune` chose: " + "; ".join(tuned) + "."]
@@ -164,8 +170,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.questions < 2:
         ap.error("--questions must be at least 2")
-    if any(e in MODEL_ALONE for e in args.engines):
-        ap.error(f"model-alone engines ({', '.join(MODEL_ALONE)}) answer windows, not questions: use compare.py")
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the benchmark needs the seed configs and SQuAD data in ../shared")
     from onnxqa.bench import machine_facts

@@ -53,3 +53,23 @@ def test_ratio_reads_as_times_faster(paired):
     drifted = paired.ratio(slow, [t * (1.2 if 100 <= i < 120 else 1) for i, t in enumerate(engine)], rng)
     assert drifted["high"] - drifted["low"] > r["high"] - r["low"]
     assert paired.ratio(engine, reference, rng)["total"] == pytest.approx(1 / r["total"])
+
+
+def test_the_table_has_a_column_for_each_reference_measured(paired, tmp_path):
+    vs = {"total": 1.25, "low": 1.2, "high": 1.3, "median_per_question": 1.24}
+    engines = {
+        "optimum-int8": {"questions_per_s": 40.0, "vs": {"openvino-int8-alone": vs}},
+        "openvino-int8-alone": {"questions_per_s": 50.0, "vs": {"optimum-int8": vs}},
+        "onnxqa-tuned": {"questions_per_s": 52.0, "vs": {"optimum-int8": vs, "openvino-int8-alone": vs}},
+    }
+    result = {
+        "machine": {"cpu": "a CPU", "logical_cores": 2},
+        "date": "today",
+        "settings": {"questions": 3},
+        "models": {"m": {"engines": engines, "skipped": [], "tuned": "precision int8"}},
+    }
+    text = paired.report(result, tmp_path / "r.json")
+    assert "| model | engine | questions/s | × optimum int8 | × openvino-int8-alone |" in text
+    assert "× pipeline" not in text
+    assert "| m | onnxqa-tuned | 52.00 | **1.25** (1.20–1.30) [1.24] | **1.25** (1.20–1.30) [1.24] |" in text
+    assert "| m | openvino-int8-alone | 50.00 | **1.25** (1.20–1.30) [1.24] | 1.00 |" in text
