@@ -1,4 +1,4 @@
-"""Two more rewrites of the onnxruntime int8 graph, measured before either is shipped: each exported
+"""More rewrites of the onnxruntime int8 graph, measured before any is shipped: each exported
 ``model.int8.onnx`` against copies with
 
 - ``qattention_apart``: each ``QAttention`` (int8 Q, K, V products computed per head, attention
@@ -8,7 +8,10 @@
   -> ``MatMulIntegerToFloat`` with the bias as its input (what onnxruntime builds from the QDQ
   pair at load, less one element-wise pass); shipped since as the export's
   ``fold_bias_into_int8_matmul``, so it finds nothing in exports of this version;
-- both.
+- ``smoothing_into_quantize``: SmoothQuant's per-channel ``Mul`` before a per-tensor
+  ``QuantizeLinear`` -> one ``QuantizeLinear`` with a scale per channel (the same int8 values but
+  for rounding: its logits may differ by a step of int8 here and there);
+- both of the first two.
 
 Every copy must give the same logits (the largest absolute difference is reported); each is timed
 in turns with the shipped graph (2 threads, batch of one, the windows of the first N SQuAD 2.0 dev
@@ -84,7 +87,56 @@ def bias_in_matmul(model: Any) -> int:
     return fold_bias_into_int8_matmul(model)
 
 
-REWRITES = {"qattention_apart": [qattention_apart], "bias_in_matmul": [bias_in_matmul]}
+def smoothing_into_quantize(model: Any) -> int:
+    """``Mul(x, m)`` by a constant vector over the last axis, read only by a per-tensor
+    ``QuantizeLinear(., s, z)`` -> ``QuantizeLinear(x, s / m, z)`` per channel of the last axis:
+    the same int8 input but for rounding, one element-wise pass less. SmoothQuant's ``Mul`` sits
+    after a GELU (the export smooths only GELU-fed MatMuls), so it cannot go into a layer norm's
+    weights; this is the other place it could go."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    done, dropped = 0, set()
+    for mul in [n for n in graph.node if n.op_type == "Mul"]:
+        m = constants.get(mul.input[1])
+        after = readers.get(mul.output[0], [])
+        if m is None or m.ndim != 1 or len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        quantize = after[0]
+        scale, zero = constants[quantize.input[1]], constants[quantize.input[2]]
+        if scale.ndim or zero.ndim:
+            continue
+        with np.errstate(divide="ignore"):  # a zeroed channel: scale inf, quantized to the zero point
+            per_channel = (scale / m).astype(np.float32)
+        name = f"{quantize.name or quantize.output[0]}_per_channel"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(per_channel, f"{name}_scale"),
+                numpy_helper.from_array(np.full(m.shape, zero, dtype=zero.dtype), f"{name}_zero"),
+            ]
+        )
+        replacement = helper.make_node(
+            "QuantizeLinear", [mul.input[0], f"{name}_scale", f"{name}_zero"], list(quantize.output), name=name, axis=-1
+        )
+        quantize.CopyFrom(replacement)
+        dropped.add(id(mul))
+        done += 1
+    kept = [n for n in graph.node if id(n) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return done
+
+
+REWRITES = {
+    "qattention_apart": [qattention_apart],
+    "bias_in_matmul": [bias_in_matmul],
+    "smoothing_into_quantize": [smoothing_into_quantize],
+}
 REWRITES["both"] = REWRITES["qattention_apart"] + REWRITES["bias_in_matmul"]
 
 
