@@ -12,7 +12,10 @@ each question, with a pause between calls so that no engine's idle threads still
 next one starts. Each question's timings then come from the same second of the host.
 
 Per engine: questions/s over the whole set, one question per call (the pipelines' default, and
-onnxqa's on CPU: one window per call). Per engine against each reference engine (the pipeline,
+onnxqa's on CPU: one window per call), or with ``--per-call N`` N consecutive questions per call
+(``many``: onnxqa's ``batch()``, which tokenizes and decodes them together and runs their windows
+in calls of its batch size; a pipeline or a model-alone engine still one by one), the throughput
+that compare.py's passes time, now in turns too. Per engine against each reference engine (the pipeline,
 optimum's int8, OpenVINO's compiled model alone): the ratio of their total times (= the ratio of
 questions/s) with a 95% interval from resampling blocks of consecutive questions (a block
 bootstrap: the host's drift is correlated in time), and the median per-question ratio. A
@@ -48,27 +51,35 @@ BLOCK = 10  # questions per resampled block
 TITLES = {"pipeline-fp32": "pipeline", "optimum-int8": "optimum int8"}
 
 
-def timed_questions(engines: dict[str, Any], pairs: list[tuple[str, str]]) -> dict[str, list[float]]:
-    """Seconds per question for each engine, the engines' order drawn anew for each question (so
-    that no engine always follows the same one)."""
+def timed_questions(engines: dict[str, Any], pairs: list[tuple[str, str]], per_call: int = 1) -> dict[str, list[float]]:
+    """Seconds per call for each engine, ``per_call`` consecutive questions a call (one: the
+    engine's ``one``; more: its ``many``), the engines' order drawn anew for each call (so that no
+    engine always follows the same one)."""
     names = list(engines)
     order = np.random.default_rng(0)
-    seconds: dict[str, list[float]] = {name: [0.0] * len(pairs) for name in names}
-    for i, (question, context) in enumerate(pairs):
+    calls = [pairs[i : i + per_call] for i in range(0, len(pairs), per_call)]
+    seconds: dict[str, list[float]] = {name: [0.0] * len(calls) for name in names}
+    for i, call in enumerate(calls):
         for k in order.permutation(len(names)):
             name = names[k]
             time.sleep(PAUSE_S)
             t0 = time.perf_counter()
-            engines[name].one(question, context)
+            if per_call == 1:
+                engines[name].one(*call[0])
+            else:
+                engines[name].many(call)
             seconds[name][i] = time.perf_counter() - t0
     return seconds
 
 
-def ratio(reference: list[float], engine: list[float], rng: np.random.Generator) -> dict[str, float]:
-    """How many times faster ``engine`` is than ``reference``: total-time ratio, its 95% interval
-    from resampling blocks of ``BLOCK`` consecutive questions, and the median per-question ratio."""
+def ratio(
+    reference: list[float], engine: list[float], rng: np.random.Generator, block: int = BLOCK
+) -> dict[str, float]:
+    """How many times faster ``engine`` is than ``reference`` (seconds per call, call by call):
+    total-time ratio, its 95% interval from resampling blocks of ``block`` consecutive calls, and
+    the median per-call ratio."""
     ref, eng = np.asarray(reference), np.asarray(engine)
-    block = min(BLOCK, len(ref))
+    block = min(block, len(ref))
     starts = rng.integers(0, len(ref) - block + 1, size=(RESAMPLES, -(-len(ref) // block)))
     picks = (starts[:, :, None] + np.arange(block)).reshape(RESAMPLES, -1)
     resampled = ref[picks].sum(axis=1) / eng[picks].sum(axis=1)
@@ -81,7 +92,9 @@ def ratio(reference: list[float], engine: list[float], rng: np.random.Generator)
     }
 
 
-def measure(model: str, wanted: tuple[str, ...], pairs: list[tuple[str, str]], work: Path) -> dict[str, Any]:
+def measure(
+    model: str, wanted: tuple[str, ...], pairs: list[tuple[str, str]], work: Path, per_call: int = 1
+) -> dict[str, Any]:
     checkpoint = work / model / "checkpoint"
     if not (checkpoint / "config.json").is_file():
         checkpoint = model_checkpoint(model, checkpoint)
@@ -104,15 +117,18 @@ def measure(model: str, wanted: tuple[str, ...], pairs: list[tuple[str, str]], w
             skipped.append(f"{name}: {exc}")
             continue
         engines[name] = engine
-    log(f"{model}: {len(pairs)} questions, each by {len(engines)} engines in turn")
+    log(f"{model}: {len(pairs)} questions, {per_call} a call, each call by {len(engines)} engines in turn")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seconds = timed_questions(engines, pairs)
+        seconds = timed_questions(engines, pairs, per_call)
+    block = max(1, BLOCK // per_call)  # calls per resampled block: about BLOCK questions
     rng = np.random.default_rng(0)
     row: dict[str, Any] = {"engines": {}, "skipped": skipped, "tuned": factories.get("_tuned")}
     for name, times in seconds.items():
-        entry: dict[str, Any] = {"questions_per_s": len(times) / sum(times), "seconds": times}
-        entry["vs"] = {ref: ratio(seconds[ref], times, rng) for ref in REFERENCES if ref in seconds and ref != name}
+        entry: dict[str, Any] = {"questions_per_s": len(pairs) / sum(times), "seconds": times}
+        entry["vs"] = {
+            ref: ratio(seconds[ref], times, rng, block) for ref in REFERENCES if ref in seconds and ref != name
+        }
         row["engines"][name] = entry
         log(f"  {name}: {entry['questions_per_s']:.2f} q/s")
     engines.clear()
@@ -125,13 +141,20 @@ def report(result: dict[str, Any], json_path: Path) -> str:
     present = {name for row in result["models"].values() for name in row["engines"]}
     refs = [r for r in REFERENCES if r in present]
     flags = ", ".join(f"{k} {'yes' if m.get(k) else 'no'}" for k in ("avx512_vnni", "amx_int8"))
+    per_call = result["settings"].get("per_call", 1)
+    calls = (
+        "one question per call; × = total-time ratio with its 95% interval (bootstrap over blocks of "
+        f"{BLOCK} consecutive questions) and, in brackets, the median per-question ratio."
+        if per_call == 1
+        else f"{per_call} consecutive questions per call (onnxqa's batch(), a pipeline's or OpenVINO's model "
+        "alone one by one); × = total-time ratio with its 95% interval (bootstrap over blocks of "
+        f"{max(1, BLOCK // per_call)} consecutive calls) and, in brackets, the median per-call ratio."
+    )
     lines = [
         f"Measured by `python benchmarks/paired.py` on {result['date']}: {m['cpu']}, {m['logical_cores']} cores "
         f"({flags}), onnxruntime {m.get('onnxruntime', '?')}. Raw numbers: `benchmarks/results/{json_path.name}`.",
-        f"The first {result['settings']['questions']} questions of SQuAD 2.0 dev, each answered by every engine "
-        "in turn (in an order drawn for each question), after one untimed answer to every question; one question "
-        "per call; × = total-time ratio with its 95% interval (bootstrap over blocks of "
-        f"{BLOCK} consecutive questions) and, in brackets, the median per-question ratio.",
+        f"The first {result['settings']['questions']} questions of SQuAD 2.0 dev, each call answered by every "
+        "engine in turn (in an order drawn for each call), after one untimed answer to every question; " + calls,
         "",
         "| model | engine | questions/s | " + " | ".join(f"× {TITLES.get(r, r)}" for r in refs) + " |",
         "|---|---|---:|" + "---:|" * len(refs),
@@ -164,12 +187,20 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["pipeline-fp32", "optimum-int8", "onnxqa-int8"], choices=ENGINES)
     ap.add_argument("--questions", type=int, default=200, help="questions, each timed on every engine (default 200)")
     ap.add_argument("--work", metavar="DIR", help="compare.py's work directory to reuse (default: a temporary one)")
+    ap.add_argument(
+        "--per-call",
+        type=int,
+        default=1,
+        help="consecutive questions in one call (default 1): more measure throughput, as compare.py's passes do",
+    )
     ap.add_argument("--name", help="results file name (default: paired-<machine>)")
     ap.add_argument("--markdown", help="a markdown file to write the table into (with --section)")
     ap.add_argument("--section", default="", help="write between the markers 'paired.py SECTION'")
     args = ap.parse_args()
     if args.questions < 2:
         ap.error("--questions must be at least 2")
+    if not 1 <= args.per_call <= args.questions // 2:
+        ap.error("--per-call must be at least 1 and leave at least two calls")
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} not found: the benchmark needs the seed configs and SQuAD data in ../shared")
     from onnxqa.bench import machine_facts
@@ -188,7 +219,7 @@ def main() -> None:
     keep = contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory(prefix="onnxqa-paired-")
     with keep as tmp:
         for model in args.models:
-            result["models"][model] = measure(model, tuple(args.engines), pairs, Path(tmp))
+            result["models"][model] = measure(model, tuple(args.engines), pairs, Path(tmp), args.per_call)
             json_path.write_text(json.dumps(result, indent=2))
     text = report(result, json_path)
     print(text)

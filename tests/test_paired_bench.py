@@ -40,6 +40,28 @@ def test_every_engine_answers_each_question_in_turn_each_call_timed(paired, monk
     assert min(seconds["slow"]) > max(seconds["fast"])  # a call's own time, not its neighbours'
 
 
+def test_several_questions_a_call_go_to_many_in_turns(paired, monkeypatch):
+    monkeypatch.setattr(paired, "PAUSE_S", 0.0)
+    calls: list[tuple[str, tuple[str, ...]]] = []
+
+    def engine(name: str) -> SimpleNamespace:
+        def one(question: str, context: str) -> str:
+            raise AssertionError("one question a call asked for several")
+
+        def many(pairs: list[tuple[str, str]]) -> list[str]:
+            calls.append((name, tuple(q for q, _ in pairs)))
+            return [""] * len(pairs)
+
+        return SimpleNamespace(one=one, many=many)
+
+    pairs = [(f"q{i}", "c") for i in range(10)]
+    seconds = paired.timed_questions({"a": engine("a"), "b": engine("b")}, pairs, per_call=4)
+    # calls of 4, 4 and the 2 left, each by both engines before the next
+    assert [q for _, q in calls] == [("q0", "q1", "q2", "q3")] * 2 + [("q4", "q5", "q6", "q7")] * 2 + [("q8", "q9")] * 2
+    assert {name for name, _ in calls[:2]} == {"a", "b"}
+    assert {name: len(times) for name, times in seconds.items()} == {"a": 3, "b": 3}
+
+
 def test_ratio_reads_as_times_faster(paired):
     rng = np.random.default_rng(0)
     same = paired.ratio([2.0, 4.0, 6.0], [1.0, 2.0, 3.0], rng)  # fewer questions than a block
@@ -73,3 +95,6 @@ def test_the_table_has_a_column_for_each_reference_measured(paired, tmp_path):
     assert "× pipeline" not in text
     assert "| m | onnxqa-tuned | 52.00 | **1.25** (1.20–1.30) [1.24] | **1.25** (1.20–1.30) [1.24] |" in text
     assert "| m | openvino-int8-alone | 50.00 | **1.25** (1.20–1.30) [1.24] | 1.00 |" in text
+    assert "one question per call" in text
+    result["settings"]["per_call"] = 5
+    assert "5 consecutive questions per call" in paired.report(result, tmp_path / "r.json")
