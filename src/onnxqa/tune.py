@@ -38,6 +38,7 @@ MARGIN = 0.03  # a setting must beat the defaults by this much to be chosen over
 CLOSE = 0.10
 TURNS = 3
 IN_TURNS_MARGIN = 0.01
+IN_TURNS_SHARE = 4  # of ``seconds``: as much as that many settings' timings, kept for the passes in turns
 PAUSE = 0.05  # seconds before each pass in turns: longer than the other's idle thread pool spins
 # after each variant's first timing, a setting is left out if it would end later than this many
 # times ``seconds`` from the start (its duration estimated from that variant's first timing): on
@@ -110,8 +111,9 @@ def _search(
     """tune's timings: (measured, the defaults' entry, the settings left out, seconds per setting)."""
     first = [(p, threads[-1]) for p in precisions]
     leading = min(LEADERS, len(first))
-    # timings: each variant once, the leaders' at every size and thread count, the defaults' again
-    each = seconds / (len(first) + leading * (len(sizes) + len(threads) - 1) + 1)
+    # timings: each variant once, the leaders' at every size and thread count, the defaults' again,
+    # and the time the last word in turns takes (about IN_TURNS_SHARE timings' worth)
+    each = seconds / (len(first) + leading * (len(sizes) + len(threads) - 1) + 1 + IN_TURNS_SHARE)
     start, took = _clock(), {}
     measured = []
     for p, n in first:
@@ -149,9 +151,10 @@ def _in_turns(
     model_dir: Path, settings: list[dict[str, Any]], pairs: list[tuple[str, str]], deadline: float
 ) -> list[float] | None:
     """Seconds each of ``settings`` took to answer ``pairs`` ``TURNS`` times, timed in turns: all
-    loaded at once, each warmed by a pass, then a pass of each in turn (the order rotated each
-    round), so that a slow moment of the host falls on all of them. None, with nothing timed,
-    where the passes would end past ``deadline`` (``_clock()``)."""
+    loaded at once, each warmed (OpenVINO by a whole pass, onnxruntime by the longest pairs), then
+    a pass of each in turn (the order rotated each round), so that a slow moment of the host falls
+    on all of them. None, with nothing timed, where the passes would end past ``deadline``
+    (``_clock()``)."""
     from contextlib import ExitStack
 
     from .runtime import load
@@ -162,17 +165,21 @@ def _in_turns(
         qa.batch(pairs, batch_size=setting["batch_size"])
         return _clock() - t0
 
-    needed = sum(len(pairs) / s["questions_per_s"] for s in settings) * 1.2  # one pass of each
-    if _clock() + (TURNS + 1) * needed > deadline:
+    one = [len(pairs) / s["questions_per_s"] * 1.2 for s in settings]  # a pass of each, with room
+    # OpenVINO compiles kernels for each new window shape: a whole pass first; onnxruntime, the longest pairs
+    longest = sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))[-4:]
+    warm = [pairs if s["precision"] in BACKENDS else longest for s in settings]
+    warming = sum(t * len(w) / len(pairs) for t, w in zip(one, warm))
+    if _clock() + warming + TURNS * sum(one) > deadline:
         return None
     with ExitStack() as stack:
         answerers = [
             stack.enter_context(load(model_dir, device="cpu", precision=s["precision"], threads=s["threads"]))
             for s in settings
         ]
-        for qa, setting in zip(answerers, settings):
-            one_pass(qa, setting)  # warm-up: thread pools, memory, OpenVINO's kernels for each window shape
-        if _clock() + TURNS * needed > deadline:
+        for qa, setting, first in zip(answerers, settings, warm):
+            qa.batch(first, batch_size=setting["batch_size"])  # warm-up: thread pools, memory, kernels
+        if _clock() + TURNS * sum(one) > deadline:
             return None
         spent = [0.0] * len(settings)
         for turn in range(TURNS):
