@@ -182,6 +182,8 @@ def test_only_the_fastest_variant_is_timed_further(tiny, monkeypatch, wider, cho
     # each variant with every core; then the faster one (int8, also the default) at every size and thread count
     assert calls == [("fp32", 2, (1,)), ("int8", 2, (1,)), ("int8", 2, (1, 4, 16)), ("int8", 1, (1,))]
     assert result["chosen"] == {"precision": "int8", "threads": 2, "batch_size": chosen}
+    contenders = [{"precision": "int8", "threads": 2, "batch_size": b} for b in (1, 4)]
+    assert result["in_turns"] == {"settings": contenders, "times_faster": None, "passes": 0}
 
 
 def test_settings_that_would_end_past_the_limit_are_left_out(tiny, monkeypatch):
@@ -210,7 +212,7 @@ def test_settings_that_would_end_past_the_limit_are_left_out(tiny, monkeypatch):
 
 
 @pytest.mark.parametrize(("in_turns", "chosen"), [(1.12, "fp32"), (0.97, "int8")], ids=["faster", "slower"])
-def test_settings_close_to_the_defaults_are_decided_in_turns(tiny, monkeypatch, in_turns, chosen):
+def test_settings_close_to_the_defaults_are_decided_in_turns(tiny, monkeypatch, capsys, in_turns, chosen):
     """Timed apart, on a host whose speed drifts, fp32 looked 2% slower than int8; in turns decides."""
     rates = {("fp32", 2, 1): 29.4, ("int8", 2, 1): 30.0, ("int8", 2, 4): 26.0, ("int8", 2, 16): 20.0}
     rates |= {("fp32", 2, 4): 28.0, ("fp32", 2, 16): 25.0, ("int8", 1, 1): 15.0, ("fp32", 1, 1): 16.0}
@@ -239,6 +241,18 @@ def test_settings_close_to_the_defaults_are_decided_in_turns(tiny, monkeypatch, 
         "times_faster": [1.0, round(in_turns, 4)],
         "passes": tuning.TURNS,
     }
+    # the command's last line says so where the defaults were beaten in turns
+    assert main(["tune", str(tiny), "--dry-run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert (f"({in_turns:.2f}x the defaults in turns)" in out) == (chosen == "fp32"), out
+
+    def cannot_load_together(*args):
+        raise onnxqa.ModelLoadError("not enough memory for both")
+
+    monkeypatch.setattr(tuning, "_in_turns", cannot_load_together)  # then the margin over the timings apart
+    result = tune(tiny, seconds=30.0, write=False)
+    assert result["chosen"] == {"precision": "int8", "threads": 2, "batch_size": 1}  # fp32 was 0.98x apart
+    assert result["in_turns"]["passes"] == 0 and result["in_turns"]["times_faster"] is None
 
 
 def test_settings_are_timed_in_turns_on_the_model_or_not_at_all(tiny, monkeypatch):

@@ -170,7 +170,8 @@ def _in_turns(
     longest = sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))[-4:]
     warm = [pairs if s["precision"] in BACKENDS else longest for s in settings]
     warming = sum(t * len(w) / len(pairs) for t, w in zip(one, warm))
-    if _clock() + warming + TURNS * sum(one) > deadline:
+    passes = TURNS * (sum(one) + len(settings) * PAUSE)
+    if _clock() + warming + passes > deadline:
         return None
     with ExitStack() as stack:
         answerers = [
@@ -179,7 +180,7 @@ def _in_turns(
         ]
         for qa, setting, first in zip(answerers, settings, warm):
             qa.batch(first, batch_size=setting["batch_size"])  # warm-up: thread pools, memory, kernels
-        if _clock() + TURNS * sum(one) > deadline:
+        if _clock() + passes > deadline:
             return None
         spent = [0.0] * len(settings)
         for turn in range(TURNS):
@@ -208,26 +209,30 @@ def _decide(
     deadline: float,
     progress: Callable[[str], None] | None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The setting to keep, and how it was decided in turns (None: nothing was timed so). The
-    defaults and their contenders (:func:`_contenders`) are timed in turns (:func:`_in_turns`);
-    the fastest there is kept, a contender only if ``IN_TURNS_MARGIN`` faster than the defaults.
-    Where that does not fit before ``deadline``, the fastest setting timed apart is kept if it beat
-    the defaults by ``MARGIN``."""
+    """The setting to keep, and how it was decided in turns (None: no setting came close enough to
+    be). The defaults and their contenders (:func:`_contenders`) are timed in turns
+    (:func:`_in_turns`); the fastest there is kept, a contender only if ``IN_TURNS_MARGIN`` faster
+    than the defaults. Where that does not fit before ``deadline``, or they cannot all be loaded at
+    once (memory), the fastest setting timed apart is kept if it beat the defaults by ``MARGIN``
+    (``times_faster`` None, ``passes`` 0)."""
     contenders = _contenders(measured, default)
     if not contenders:
         return default, None
     settings = [default, *contenders]
-    spent = _in_turns(model_dir, settings, pairs, deadline)
     named = [{k: m[k] for k in ("precision", "threads", "batch_size")} for m in settings]
+    try:
+        spent = _in_turns(model_dir, settings, pairs, deadline)
+    except (ModelLoadError, MemoryError) as exc:  # each loaded alone before; together they may not fit
+        if progress:
+            progress(f"the defaults and their contenders cannot be loaded together ({exc})")
+        spent = None
     if spent is None:
         if progress:
-            progress(
-                f"no time left to time the defaults and their contenders in turns; the {MARGIN:.0%} margin decides"
-            )
+            progress(f"not timed in turns; the {MARGIN:.0%} margin over the settings timed apart decides")
         fastest = max(measured, key=lambda m: m["questions_per_s"])
         kept = fastest if fastest["questions_per_s"] >= default["questions_per_s"] * (1 + MARGIN) else default
-        return kept, {"settings": named, "times_faster": None}
-    faster = [spent[0] / t for t in spent]  # than the defaults
+        return kept, {"settings": named, "times_faster": None, "passes": 0}
+    faster = [spent[0] / max(t, 1e-9) for t in spent]  # than the defaults
     i = max(range(len(settings)), key=lambda k: faster[k])
     kept = settings[i] if faster[i] >= 1 + IN_TURNS_MARGIN else default
     if progress:
