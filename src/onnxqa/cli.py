@@ -147,8 +147,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         c = result["chosen"]
         where = "not written (--dry-run)" if args.dry_run else f"kept in {Path(args.model_dir) / TUNING}"
         turns = result.get("in_turns") or {}
-        faster = dict(zip(map(str, turns.get("settings", [])), turns.get("times_faster") or []))
-        beside = f" ({faster[str(c)]:.2f}x the defaults in turns)" if faster.get(str(c), 1.0) != 1.0 else ""
+        ratios = zip(turns.get("settings", []), turns.get("times_faster") or [])
+        x = next((x for setting, x in ratios if setting == c), 1.0)  # the defaults: 1.0
+        beside = f" ({x:.2f}x the defaults in turns)" if x != 1.0 else ""
         print(
             f"{result['machine']['cpu']}: {c['precision']}, {c['threads']} thread(s), {c['batch_size']} window(s) "
             f"per call, {result['questions_per_s']:.1f} questions/s{beside}; {where}"

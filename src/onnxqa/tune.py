@@ -57,11 +57,15 @@ def _thread_counts() -> list[int]:
     return sorted(counts)
 
 
+def _longest(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The four longest pairs: a warm-up of the thread pool and of memory for the longest windows."""
+    return sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))[-4:]
+
+
 def _measure(qa: Any, pairs: list[tuple[str, str]], batch_size: int, seconds: float) -> float:
     """Questions per second of ``qa.batch(pairs)`` with ``batch_size``: the whole number of passes
     nearest to ``seconds`` (at least one)."""
-    # warm-up: the thread pool, this call size, memory for the longest windows
-    qa.batch(sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))[-4:], batch_size=batch_size)
+    qa.batch(_longest(pairs), batch_size=batch_size)  # warm-up, at this call size
     passes, start = 0, time.perf_counter()
     while True:
         qa.batch(pairs, batch_size=batch_size)
@@ -107,14 +111,16 @@ def _search(
     pairs: list[tuple[str, str]],
     seconds: float,
     progress: Callable[[str], None] | None,
+    start: float,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]], float]:
-    """tune's timings: (measured, the defaults' entry, the settings left out, seconds per setting)."""
+    """tune's timings since ``start`` (``_clock()``): (measured, the defaults' entry, the settings
+    left out, seconds per setting)."""
     first = [(p, threads[-1]) for p in precisions]
     leading = min(LEADERS, len(first))
     # timings: each variant once, the leaders' at every size and thread count, the defaults' again,
     # and the time the last word in turns takes (about IN_TURNS_SHARE timings' worth)
     each = seconds / (len(first) + leading * (len(sizes) + len(threads) - 1) + 1 + IN_TURNS_SHARE)
-    start, took = _clock(), {}
+    took: dict[str, float] = {}
     measured = []
     for p, n in first:
         t0 = _clock()
@@ -167,8 +173,7 @@ def _in_turns(
 
     one = [len(pairs) / s["questions_per_s"] * 1.2 for s in settings]  # a pass of each, with room
     # OpenVINO compiles kernels for each new window shape: a whole pass first; onnxruntime, the longest pairs
-    longest = sorted(pairs, key=lambda p: len(p[0]) + len(p[1]))[-4:]
-    warm = [pairs if s["precision"] in BACKENDS else longest for s in settings]
+    warm = [pairs if s["precision"] in BACKENDS else _longest(pairs) for s in settings]
     warming = sum(t * len(w) / len(pairs) for t, w in zip(one, warm))
     passes = TURNS * (sum(one) + len(settings) * PAUSE)
     if _clock() + warming + passes > deadline:
@@ -296,6 +301,7 @@ def tune(
         pairs,
         seconds,
         progress,
+        start,
     )
     best, close_call = _decide(model_dir, measured, default, pairs, start + LIMIT * seconds, progress)
     result = {
